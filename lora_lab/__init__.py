@@ -1,0 +1,1 @@
+"""lora-lab: Hydra-configured LoRA-family fine-tuning of LLMs."""

@@ -1,0 +1,74 @@
+"""The one entrypoint: `lora-lab` and `python -m lora_lab` run this Hydra app.
+
+It stays thin on purpose: compose the config, hand it to `run_job`, print the result. All logic lives in
+the recipes so that tests, the SLURM launcher and the CLI run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lora_lab.config.errors import ConfigError, DataError
+
+# bitsandbytes warns at import about optional CPU kernels it can do without; keep run logs readable.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("lora_lab")
+
+
+def _run_token() -> str:
+    """Unique per invocation (two runs started in the same second get different dirs), and inherited through
+    the environment so SLURM/submitit workers resolve the same sweep dir as the submitting process."""
+    return os.environ.setdefault("LORA_LAB_RUN_TOKEN", secrets.token_hex(3))
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_token"):
+        OmegaConf.register_new_resolver("run_token", _run_token)
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_app(cfg: DictConfig) -> float | None:
+    from lora_lab.jobs import run_job
+    from lora_lab.summary import summary_table
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        metrics = run_job(cfg, run_dir)
+    except (ConfigError, DataError) as err:
+        log.error("lora-lab: %s error: %s", "config" if isinstance(err, ConfigError) else "data", err)
+        if multirun:
+            return None  # the failed job left its metrics.json; the sweep goes on
+        sys.exit(2)
+    except Exception:
+        if multirun:
+            log.exception("job failed; see %s/metrics.json", run_dir)
+            return None
+        raise
+    if cfg.get("print_summary", True):
+        print(f"\nlora-lab run: {run_dir}\n{summary_table(metrics)}", flush=True)
+    score = metrics.get("score")
+    return float(score) if isinstance(score, int | float) else None
+
+
+def main() -> None:
+    hydra_app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Check a composed config against the schemas before anything heavy happens.
+
+Hydra already rejects overrides of keys that are not in the composed YAML; this catches the rest: keys added
+with `+`, keys typed into a YAML file, wrong types, values outside a field's choices, and cross-field rules a
+method or task declares. Each problem becomes one `ConfigError` naming the key, the value and the choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lora_lab.config import schema as S
+from lora_lab.config.errors import ConfigError
+
+FIXED_SECTIONS: dict[str, type] = {
+    "model": S.ModelConfig,
+    "metric": S.MetricConfig,
+    "hardware": S.HardwareConfig,
+    "logger": S.LoggerConfig,
+    "train": S.TrainConfig,
+    "eval": S.EvalConfig,
+}
+SELECTED_SECTIONS = ("task", "method")  # schema chosen by the section's `name`
+ROOT_KEYS = {f.name for f in dataclasses.fields(S.RootConfig)}
+
+
+def check_section(prefix: str, node: Any, schema_cls: type) -> DictConfig:
+    """Merge `node` into `schema_cls`, translating OmegaConf's errors into one clear line."""
+    if not isinstance(node, DictConfig):
+        raise ConfigError(prefix, node, "expected a mapping of keys")
+    allowed = [f.name for f in dataclasses.fields(schema_cls)]
+    for key in node.keys():
+        if key not in allowed:
+            raise ConfigError(f"{prefix}.{key}", node.get(key), "unknown key", choices=allowed)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema_cls), node)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+        expected = getattr(err, "ref_type", None) or getattr(err, "object_type", None)
+        raise ConfigError(
+            f"{prefix}.{key}", getattr(err, "value", None), f"wrong type: {_first_line(err)}"
+            + (f" (expected {expected})" if expected else "")
+        ) from None
+    for field in dataclasses.fields(schema_cls):
+        value = merged[field.name]
+        choices = field.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{prefix}.{field.name}", value, "not an allowed value", choices=choices)
+        if dataclasses.is_dataclass(field.type if isinstance(field.type, type) else None):
+            check_section(f"{prefix}.{field.name}", node.get(field.name, {}), field.type)
+    return merged
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def validate_config(cfg: DictConfig) -> DictConfig:
+    """Return a resolved, schema-checked copy of `cfg`; raise `ConfigError` on the first problem."""
+    from lora_lab.methods import METHODS
+    from lora_lab.tasks import TASKS
+
+    try:
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as err:
+        raise ConfigError(getattr(err, "full_key", "?"), None, f"cannot resolve: {_first_line(err)}") from None
+
+    sections = {**FIXED_SECTIONS}
+    for key in resolved.keys():
+        if key not in sections and key not in SELECTED_SECTIONS and key not in ROOT_KEYS and key != "experiment":
+            raise ConfigError(
+                str(key), resolved.get(key), "unknown top-level key",
+                choices=sorted([*sections, *SELECTED_SECTIONS, *ROOT_KEYS]),
+            )
+    out: dict[str, Any] = {}
+    for key in ROOT_KEYS:
+        if key in resolved:
+            out[key] = resolved[key]
+    root = check_section("<root>", OmegaConf.create(out), S.RootConfig)
+
+    validated = OmegaConf.create(OmegaConf.to_container(root))
+    for key, schema_cls in sections.items():
+        validated[key] = check_section(key, resolved.get(key, OmegaConf.create({})), schema_cls)
+
+    registries = {"task": TASKS, "method": METHODS}
+    for key in SELECTED_SECTIONS:
+        node = resolved.get(key)
+        if node is None or "name" not in node:
+            raise ConfigError(f"{key}.name", None, f"no {key} selected", choices=registries[key].names())
+        entry = registries[key].get(node.name)
+        validated[key] = check_section(key, node, entry.schema)
+
+    METHODS.get(validated.method.name).check(validated)
+    TASKS.get(validated.task.name).check(validated)
+    OmegaConf.set_readonly(validated, True)
+    return validated

@@ -1,0 +1,82 @@
+"""Batched greedy generation: left padding, KV cache, length-sorted batches, stop on EOS or stop strings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+
+
+class StopOnStrings(StoppingCriteria):
+    """Marks a row done once its generated text contains a stop string (any tokenizer, no vocab scan).
+
+    Only the last `window` generated tokens are decoded per step, so the cost does not grow with length."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop_strings: Sequence[str], prompt_width: int,
+                 window: int = 16):
+        self.tokenizer, self.stop_strings = tokenizer, list(stop_strings)
+        self.prompt_width, self.window = prompt_width, window
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        tails = input_ids[:, max(self.prompt_width, input_ids.shape[1] - self.window):]
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        done = [any(stop in text for stop in self.stop_strings) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    cut = len(text)
+    for stop in stop_strings:
+        position = text.find(stop)
+        if position >= 0:
+            cut = min(cut, position)
+    return text[:cut]
+
+
+@torch.no_grad()
+def generate_batched(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[list[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    stop_strings: Sequence[str] = (),
+    device: torch.device | None = None,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy completions for token-id prompts, returned in the input order.
+
+    Prompts are sorted longest-first so each batch pads little and the first batch shows the peak memory.
+    Generation of a batch ends when every row has produced EOS or one of `stop_strings`.
+    """
+    device = device or next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, leave=False,
+                      disable=None):
+        index = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in index)
+        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]):] = 1
+        extra = {"stopping_criteria": StoppingCriteriaList([StopOnStrings(tokenizer, stop_strings, width)])} \
+            if stop_strings else {}
+        generated = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+            use_cache=True, **extra,
+        )
+        texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        for i, text in zip(index, texts, strict=True):
+            outputs[i] = cut_at_stop(text, stop_strings).strip()
+    if was_training:
+        model.train()
+    return outputs

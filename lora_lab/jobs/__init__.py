@@ -1,0 +1,82 @@
+"""Job recipes keyed by the method's kind, and `run_job`, which wraps any recipe with the run contract:
+validate first, measure time and memory per job, always leave a `metrics.json` with a `status`."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.registry import Registry
+
+JOBS: Registry = Registry("job kind", "method kind")
+log = logging.getLogger("lora_lab")
+
+METRICS_FILE = "metrics.json"
+
+
+def _register_recipes() -> None:
+    from lora_lab.jobs import evaluate, finetune, meta  # noqa: F401
+
+
+def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run one job in `run_dir`; returns its metrics (status ok, failed or skipped)."""
+    from lora_lab.config.validate import validate_config
+    from lora_lab.jobs.context import JobContext, select_device
+    from lora_lab.loggers import build_logger
+    from lora_lab.methods import METHODS
+    from lora_lab.utils.io import atomic_write_json, read_json
+    from lora_lab.utils.memory import PeakMemory
+
+    _register_recipes()
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / METRICS_FILE
+    previous = read_json(metrics_path)
+    if previous and previous.get("status") == "ok":  # a requeued or repeated finished job is not redone
+        log.info("%s already finished (status ok); skipping", run_dir)
+        return {**previous, "skipped": True}
+
+    started = time.perf_counter()
+    identity: dict[str, Any] = {}
+    logger = None
+    try:
+        cfg = validate_config(raw_cfg)
+        identity = {"method": cfg.method.name, "task": cfg.task.name, "model": cfg.model.name,
+                    "kind": METHODS.get(cfg.method.name).kind}
+        device = select_device(cfg.hardware)
+        logger = build_logger(cfg, run_dir)
+        ctx = JobContext(cfg=cfg, run_dir=run_dir, device=device, logger=logger)
+        with PeakMemory() as memory:
+            metrics = JOBS.get(identity["kind"])(ctx)
+        metrics = {**identity, **metrics, **memory.metrics(), "status": "ok",
+                   "job_seconds": time.perf_counter() - started, "device": str(device)}
+        metrics.update(primary_score(cfg, metrics))
+        logger.summary(metrics)
+    except Exception as err:  # noqa: BLE001 — every failure must leave a record, then propagate
+        metrics = {**identity, "status": "failed", "error_type": type(err).__name__, "error": str(err),
+                   "job_seconds": time.perf_counter() - started}
+        atomic_write_json(metrics_path, metrics)
+        if not isinstance(err, ConfigError | DataError):
+            (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        raise
+    finally:
+        if logger is not None:
+            logger.finish()
+    atomic_write_json(metrics_path, metrics)
+    return metrics
+
+
+def primary_score(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """One comparable number per job: the task's primary metric after training (or of the evaluation)."""
+    from lora_lab.tasks import TASKS
+
+    name = TASKS.get(cfg.task.name).primary_metric
+    for stage in ("after", "eval", "before"):
+        if f"{stage}_{name}" in metrics:
+            return {"primary_metric": name, "score": metrics[f"{stage}_{name}"]}
+    return {"primary_metric": name}

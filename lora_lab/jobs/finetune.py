@@ -1,0 +1,52 @@
+"""Recipe `finetune`: evaluate the base model, apply the method, train, save the adapter, evaluate again."""
+
+from __future__ import annotations
+
+from lora_lab.jobs import JOBS
+from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_atomically
+from lora_lab.methods import METHODS
+from lora_lab.models import load_model_and_tokenizer
+from lora_lab.training.loop import train
+from lora_lab.training.tokenize import tokenize_for_training
+
+
+@JOBS.register("finetune")
+def finetune(ctx: JobContext) -> dict:
+    cfg = ctx.cfg
+    task = build_task(ctx)
+    method = METHODS.get(cfg.method.name)(cfg)
+    train_examples, eval_examples = task.train_examples(), task.eval_examples()  # bad data fails before loading
+
+    model, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
+    if not getattr(model, "is_quantized", False) and not getattr(model, "is_loaded_in_4bit", False):
+        model.to(ctx.device)
+    metrics: dict = {}
+    if cfg.eval.before:
+        metrics.update(evaluate(ctx, model, tokenizer, task, eval_examples, "before"))
+
+    model = method.apply(model)
+    metrics.update(count_parameters(model))
+    features = [
+        tokenize_for_training(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len)
+        for ex in train_examples
+    ]
+    result = train(
+        model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device,
+        on_step=lambda state, _: ctx.logger.log({"train_loss": state.losses[-1]}, step=state.step)
+        if state.step % cfg.train.log_every == 0 else None,
+    )
+    metrics.update({
+        "train_steps": result.steps,
+        "final_train_loss": sum(result.losses[-5:]) / max(len(result.losses[-5:]), 1),
+        "first_train_loss": result.losses[0] if result.losses else float("nan"),
+        "train_seconds": result.seconds,
+        "train_tokens": result.tokens,
+        "train_tokens_per_s": result.tokens_per_second,
+    })
+    metrics.update(method.extra_metrics(model))
+    save_atomically(lambda folder: method.save(model, folder), ctx.adapter_dir)
+
+    if cfg.eval.after:
+        metrics.update(evaluate(ctx, model, tokenizer, task, eval_examples, "after"))
+    return metrics

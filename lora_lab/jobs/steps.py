@@ -1,0 +1,56 @@
+"""Steps shared by the recipes: build the task, evaluate, count parameters, save an adapter atomically."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lora_lab.evaluation import EVALUATORS
+from lora_lab.evaluation.records import EvalResult
+from lora_lab.jobs.context import JobContext
+from lora_lab.tasks import TASKS
+from lora_lab.tasks.base import Example, Task
+
+
+def build_task(ctx: JobContext) -> Task:
+    return TASKS.get(ctx.cfg.task.name)(ctx.cfg.task)
+
+
+def evaluate(ctx: JobContext, model, tokenizer, task: Task, examples: list[Example], stage: str) -> dict[str, float]:
+    """Evaluate, write `predictions_<stage>.jsonl`, log, and return metrics prefixed with the stage."""
+    result: EvalResult = EVALUATORS.get(task.eval_mode)(
+        model, tokenizer, task, examples, ctx.cfg, ctx.device, desc=f"eval ({stage})"
+    )
+    if ctx.cfg.eval.save_predictions:
+        result.save_predictions(ctx.run_dir / f"predictions_{stage}.jsonl")
+    metrics = {f"{stage}_{key}": value for key, value in result.metrics.items()}
+    ctx.logger.log(metrics)
+    return metrics
+
+
+def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total}
+
+
+def save_atomically(save_fn, target: Path) -> None:
+    """Write into a temp folder beside `target`, then swap it in: a crash never leaves half an adapter."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        save_fn(tmp)
+        if target.exists():
+            old = target.with_name(f".{target.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

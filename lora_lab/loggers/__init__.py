@@ -1,0 +1,32 @@
+"""Experiment trackers behind one small interface: log(metrics, step), summary(metrics), finish()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lora_lab.registry import Registry
+
+LOGGERS: Registry = Registry("logger", "logger.name")
+
+
+@LOGGERS.register("none")
+class NoLogger:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        pass
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        pass
+
+    def summary(self, metrics: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def build_logger(cfg: DictConfig, run_dir: Path):
+    if cfg.logger.name == "wandb":
+        from lora_lab.loggers import wandb_logger  # noqa: F401  (imports wandb only when asked for)
+    return LOGGERS.get(cfg.logger.name)(cfg, run_dir)

@@ -1,0 +1,177 @@
+"""Reading and writing PEFT LoRA adapter directories without loading a model.
+
+A member is `adapter_config.json` + `adapter_model.safetensors` with keys `<module>.lora_A.weight` (r, d_in)
+and `<module>.lora_B.weight` (d_out, r). Tensors are read one at a time from memory-mapped safetensors, in
+float32, so RAM holds what is being combined rather than whole adapters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lora_lab.config.errors import ConfigError, DataError
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_A_SUFFIX = ".lora_A.weight"
+_B_SUFFIX = ".lora_B.weight"
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
+    path = Path(adapter_dir) / ADAPTER_CONFIG
+    if not path.is_file():
+        raise DataError(f"{path}: missing; a PEFT adapter dir needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from error
+
+
+def weights_path(adapter_dir: str | Path) -> Path:
+    path = Path(adapter_dir) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise DataError(f"{path}: missing; a PEFT adapter dir needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
+    return path
+
+
+def lora_scale(config: Mapping[str, Any]) -> float:
+    """The factor PEFT multiplies B @ A by: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    rank, alpha = config["r"], config["lora_alpha"]
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def alpha_for_scale(scale: float, rank: int, use_rslora: bool) -> float:
+    """lora_alpha that gives `scale` at `rank`: a combined adapter of a new rank keeps the members' scale."""
+    return scale * math.sqrt(rank) if use_rslora else scale * rank
+
+
+def module_names(keys: Iterator[str] | list[str], source: str | Path) -> list[str]:
+    """Module prefixes that have both factors; anything else (biases, modules_to_save) is an error."""
+    keys = list(keys)
+    a_modules = {k[: -len(_A_SUFFIX)] for k in keys if k.endswith(_A_SUFFIX)}
+    b_modules = {k[: -len(_B_SUFFIX)] for k in keys if k.endswith(_B_SUFFIX)}
+    other = sorted(k for k in keys if not (k.endswith(_A_SUFFIX) or k.endswith(_B_SUFFIX)))
+    if other:
+        raise DataError(
+            f"{source}: tensor {other[0]!r} is not a LoRA factor; only lora_A/lora_B can be combined"
+        )
+    unpaired = sorted(a_modules ^ b_modules)
+    if unpaired:
+        raise DataError(f"{source}: module {unpaired[0]!r} has only one of lora_A / lora_B")
+    return sorted(a_modules, key=_natural_key)
+
+
+def _natural_key(name: str) -> list[Any]:
+    """layers.2 before layers.10, so outputs list modules in model order."""
+    return [int(part) if part.isdigit() else part for part in name.split(".")]
+
+
+class AdapterReader:
+    """An open, memory-mapped adapter: factors come out as float32 tensors, one module at a time."""
+
+    def __init__(self, adapter_dir: str | Path):
+        self.adapter_dir = Path(adapter_dir)
+        self.path = weights_path(adapter_dir)
+        self._handle = safe_open(str(self.path), framework="pt")
+        self.modules = module_names(self._handle.keys(), self.path)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._handle.get_slice(key).get_shape())
+
+    def dtype(self) -> torch.dtype:
+        """Storage dtype of the factors (read from the header, no tensor is loaded)."""
+        stored = self._handle.get_slice(self.modules[0] + _A_SUFFIX).get_dtype()
+        return _SAFETENSORS_DTYPES.get(stored, torch.float32)
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return self._handle.get_tensor(key).to(torch.float32)
+
+    def factors(self, module: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A (r, d_in), B (d_out, r)) in float32."""
+        if module not in self.modules:
+            raise DataError(f"{self.path}: has no LoRA module {module!r}")
+        return self.tensor(module + _A_SUFFIX), self.tensor(module + _B_SUFFIX)
+
+    def keys(self) -> list[str]:
+        return [m + suffix for m in self.modules for suffix in (_A_SUFFIX, _B_SUFFIX)]
+
+    def close(self) -> None:
+        self._handle = None  # the mmap is released with the handle
+
+
+def factor_keys(module: str) -> tuple[str, str]:
+    return module + _A_SUFFIX, module + _B_SUFFIX
+
+
+def resolve_dtype(name: str | None, default: torch.dtype) -> torch.dtype:
+    if name is None:
+        return default
+    if name not in DTYPES:
+        raise ConfigError("meta.output_dtype", name, "unknown dtype", choices=sorted(DTYPES))
+    return DTYPES[name]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a temp dir next to `target`; on success it replaces `target` by rename, on error it vanishes.
+
+    A reader never sees a half-written adapter: `target` is either the old dir or the complete new one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        for file in staging.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        retired = None
+        if target.exists():
+            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, retired)
+        os.rename(staging, target)
+        _fsync_dir(target.parent)
+        if retired is not None:
+            shutil.rmtree(retired)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def write_adapter(
+    out_dir: str | Path, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+) -> Path:
+    """Write an ordinary PEFT adapter dir atomically."""
+    with atomic_directory(out_dir) as staging:
+        contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
+        save_file(contiguous, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        (staging / ADAPTER_CONFIG).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
+    return Path(out_dir)

@@ -1,0 +1,166 @@
+"""On-disk cache of histograms and distance matrices, keyed by everything they depend on.
+
+A distance of 0 reads as "most similar", so a half-filled matrix would silently poison every coefficient
+computed from it. Arrays are therefore only ever written complete: computed fully in memory, written to a
+temp file in the cache dir, fsync'd and renamed into place (`os.replace` is atomic on POSIX). A crash
+leaves either no entry or the previous complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lora_lab.meta.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+KEY_LENGTH = 24
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cache_key(parts: Mapping[str, Any]) -> str:
+    """Stable hash of a JSON-able description (sorted keys, so dict order never matters)."""
+    return _digest(json.dumps(parts, sort_keys=True, default=str).encode())[:KEY_LENGTH]
+
+
+def array_digest(array: np.ndarray) -> str:
+    """Content hash of an array (dtype and shape included)."""
+    array = np.ascontiguousarray(array)
+    header = f"{array.dtype.str}{array.shape}".encode()
+    return _digest(header + array.tobytes())[:KEY_LENGTH]
+
+
+def file_fingerprint(path: str | Path, content: bool = False) -> str:
+    """Cheap (size + mtime) or exact (sha256 of the bytes) identity of a file."""
+    path = Path(path)
+    if content:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(chunk)
+        return hasher.hexdigest()[:KEY_LENGTH]
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def bank_fingerprint(
+    member_names: Sequence[str], adapter_dirs: Sequence[str | Path], content: bool = False
+) -> str:
+    """Identity of a bank: member names in order plus each adapter's config and weights fingerprints."""
+    parts = [
+        [
+            name,
+            file_fingerprint(Path(d) / ADAPTER_CONFIG, content),
+            file_fingerprint(Path(d) / ADAPTER_WEIGHTS, content),
+        ]
+        for name, d in zip(member_names, adapter_dirs, strict=True)
+    ]
+    return cache_key({"members": parts})
+
+
+def histogram_cache_parts(
+    bank_id: str,
+    dataset_references: Sequence[Any],
+    representation: str,
+    encoder: str,
+    dimension: int,
+    text_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a bank's histogram matrix depends on: the bank, its datasets, the tokenizer (or encoder) and how
+    examples are turned into text."""
+    return {
+        "kind": "histograms",
+        "bank": bank_id,
+        "datasets": list(dataset_references),
+        "representation": representation,
+        "encoder": encoder,
+        "dimension": int(dimension),
+        "text": dict(text_options or {}),
+    }
+
+
+def distance_cache_parts(
+    metric: str,
+    representation: str,
+    targets: np.ndarray,
+    members: np.ndarray,
+    options: Mapping[str, Any] | None = None,
+    bank_id: str | None = None,
+) -> dict[str, Any]:
+    """What a distance matrix depends on: the metric and its options and the exact input rows."""
+    return {
+        "kind": "distances",
+        "metric": metric,
+        "representation": representation,
+        "options": dict(options or {}),
+        "targets": array_digest(targets),
+        "members": array_digest(members),
+        "bank": bank_id,
+    }
+
+
+def atomic_save_array(path: str | Path, array: np.ndarray) -> Path:
+    """Write `array` as .npy so that `path` is either absent/old or complete, never partial."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            np.save(handle, np.asarray(array), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+    return path
+
+
+class ArrayCache:
+    """`<root>/<kind>-<key>.npy` files; `get_or_compute` is the one entry point most callers need."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, parts: Mapping[str, Any]) -> Path:
+        return self.root / f"{parts.get('kind', 'array')}-{cache_key(parts)}.npy"
+
+    def load(self, parts: Mapping[str, Any]) -> np.ndarray | None:
+        path = self.path(parts)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):  # unreadable entry (e.g. written by an incompatible numpy): recompute
+            return None
+
+    def save(self, parts: Mapping[str, Any], array: np.ndarray) -> Path:
+        array = np.asarray(array)
+        if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
+            raise ValueError(f"refusing to cache {parts.get('kind', 'array')} containing NaN")
+        return atomic_save_array(self.path(parts), array)
+
+    def get_or_compute(self, parts: Mapping[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """Cached array, or `compute()` saved atomically once it has returned completely."""
+        cached = self.load(parts)
+        if cached is not None:
+            return cached
+        array = np.asarray(compute())
+        self.save(parts, array)
+        return array

@@ -1,0 +1,94 @@
+"""What a fine-tuning method is: a schema, a job kind, and hooks the shared training loop calls.
+
+A method changes the model (`apply`), may change how it is loaded (`model_load_kwargs`, e.g. 4-bit weights),
+may bring its own optimizer (`build_optimizer`, e.g. GaLore) and may act during training (`extra_loss`,
+`after_backward`, `after_optimizer_step`, e.g. pruning or sparse-mask selection). Everything else — data,
+loop, evaluation, saving — is shared, so methods stay small and comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import DictConfig
+
+from lora_lab.config.errors import ConfigError
+
+
+@dataclass
+class NoMethodSchema:
+    name: str = "none"
+
+
+class Method:
+    name: ClassVar[str]
+    kind: ClassVar[str] = "finetune"  # finetune | eval | meta — picks the job recipe
+    schema: ClassVar[type] = NoMethodSchema
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg  # the whole validated config
+        self.mcfg = cfg.method
+
+    # ----- config -----
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        """Cross-field rules, raised as ConfigError before any model is loaded."""
+
+    # ----- model -----
+    def model_load_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    # ----- training -----
+    def trainable_parameters(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def learning_rate(self) -> float:
+        lr = self.mcfg.get("lr")
+        return float(lr) if lr is not None else float(self.cfg.train.lr)
+
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.trainable_parameters(model), lr=self.learning_rate(), weight_decay=self.cfg.train.weight_decay
+        )
+
+    def extra_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self, model: torch.nn.Module, step: int) -> None:
+        pass
+
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+        pass
+
+    def extra_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        return {}
+
+    # ----- persistence -----
+    def save(self, model: torch.nn.Module, out_dir: Path) -> None:
+        model.save_pretrained(str(out_dir))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state that a checkpoint must carry besides the weights (masks, schedules)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def require_positive(cfg: DictConfig, key: str) -> None:
+    value = cfg.method.get(key)
+    if value is None or value <= 0:
+        raise ConfigError(f"method.{key}", value, "must be > 0")
+
+
+def require_fraction(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
+    value = cfg.method.get(key)
+    low_ok = value >= 0 if allow_zero else value > 0
+    if value is None or not (low_ok and value <= 1):
+        raise ConfigError(f"method.{key}", value, f"must be in {'[' if allow_zero else '('}0, 1]")

@@ -1,0 +1,72 @@
+"""`method=lora`: low-rank adapters through peft's LoraConfig (rsLoRA and DoRA are one switch each)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import OmegaConf
+from peft import LoraConfig, get_peft_model
+
+from lora_lab.config.schema import choice
+from lora_lab.methods import METHODS
+from lora_lab.methods.base import Method, require_fraction, require_positive
+
+
+@dataclass
+class LoraSchema:
+    name: str = "lora"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    bias: str = choice("none", "none", "all", "lora_only")
+    use_rslora: bool = False
+    use_dora: bool = False
+    init_lora_weights: str = choice("default", "default", "gaussian", "pissa", "olora", "loftq")
+    lr: float | None = None  # overrides train.lr for this method
+
+
+def lora_config(mcfg, task_type: str | None = "CAUSAL_LM") -> LoraConfig:
+    """Build peft's LoraConfig from plain Python values (OmegaConf containers break save_pretrained)."""
+    init = mcfg.init_lora_weights
+    return LoraConfig(
+        r=int(mcfg.r),
+        lora_alpha=float(mcfg.alpha),
+        lora_dropout=float(mcfg.dropout),
+        target_modules=list(OmegaConf.to_container(mcfg.target_modules)),
+        bias=str(mcfg.bias),
+        use_rslora=bool(mcfg.use_rslora),
+        use_dora=bool(mcfg.use_dora),
+        init_lora_weights=True if init == "default" else str(init),
+        task_type=task_type,
+    )
+
+
+def check_lora_keys(cfg) -> None:
+    require_positive(cfg, "r")
+    require_positive(cfg, "alpha")
+    if not 0 <= cfg.method.dropout < 1:
+        from lora_lab.config.errors import ConfigError
+
+        raise ConfigError("method.dropout", cfg.method.dropout, "must be in [0, 1)")
+
+
+def peft_task_type(cfg) -> str:
+    return "SEQ_CLS" if cfg.model.kind == "sequence_classification" else "CAUSAL_LM"
+
+
+@METHODS.register("lora")
+class LoraMethod(Method):
+    name = "lora"
+    schema = LoraSchema
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        check_lora_keys(cfg)
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg)))
+
+
+__all__ = ["LoraMethod", "LoraSchema", "lora_config", "check_lora_keys", "require_fraction"]

@@ -1,0 +1,29 @@
+"""`method=meta`: gradient-free adapter generation from a bank (recipe in `lora_lab.jobs.meta`)."""
+
+from dataclasses import dataclass, field
+
+from lora_lab.config.schema import choice
+from lora_lab.methods import METHODS
+from lora_lab.methods.base import Method
+
+
+@dataclass
+class MetaSchema:
+    name: str = "meta"
+    version: str = choice("normalized", "base", "normalized", "mlp", "uniform", "nearest")
+    combine: str = choice("delta", "delta", "factors", "svd")
+    representation: str = choice("tokens", "tokens", "embedding")
+    bank_dir: str | None = None
+    target: str | None = None  # bank member (or task) to generate for; null = the configured task
+    temperature: float = 1.0
+    top_k: int = 8
+    svd_rank: int | None = None
+    exclude: str = choice("self", "self", "source")  # leave-one-out or leave-source-out
+    mlp: dict = field(default_factory=dict)
+
+
+@METHODS.register("meta")
+class MetaMethod(Method):
+    name = "meta"
+    kind = "meta"
+    schema = MetaSchema

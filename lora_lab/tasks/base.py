@@ -1,0 +1,91 @@
+"""What a task is: where its examples come from, how one becomes a prompt and a target, how it is scored.
+
+Tasks return plain `Example`s; turning them into token ids (chat template, label masking) is shared code in
+`lora_lab.training.tokenize`, so every task is formatted and masked the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+
+from lora_lab.config.errors import ConfigError
+
+
+@dataclass
+class Example:
+    prompt: str  # the user turn (before any chat template)
+    target: str  # the text the model is trained to produce
+    reference: Any = None  # what scoring compares against; defaults to `target`
+    system: str | None = None
+    choices: list[str] | None = None  # label words for log-likelihood classification
+    label: int | None = None  # index into `choices` (or the class id for encoder heads)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reference is None:
+            self.reference = self.target
+
+
+@dataclass
+class TaskSchema:
+    """Keys every task understands; task schemas subclass this."""
+
+    name: str = "task"
+    data_dir: str | None = None  # offline: read local files instead of the hub
+    hub_id: str | None = None
+    hub_config: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    max_new_tokens: int = 32
+    system_prompt: str | None = None
+    seed: int = 0  # fixes the deterministic subsets chosen by the limits
+
+
+class Task:
+    name: ClassVar[str]
+    schema: ClassVar[type] = TaskSchema
+    eval_mode: ClassVar[str] = "generate"  # generate | choice | perplexity — picks the evaluator
+    primary_metric: ClassVar[str] = "accuracy"
+    stop_strings: ClassVar[list[str]] = []
+
+    def __init__(self, tcfg: DictConfig):
+        self.cfg = tcfg
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        for key in ("train_limit", "eval_limit"):
+            value = cfg.task.get(key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"task.{key}", value, "must be > 0 or null")
+
+    # ----- data -----
+    def load_split(self, split: str) -> list[Example]:
+        raise NotImplementedError
+
+    def train_examples(self) -> list[Example]:
+        return self._limited(self.load_split(self.cfg.train_split), self.cfg.train_limit, salt=1)
+
+    def eval_examples(self) -> list[Example]:
+        return self._limited(self.load_split(self.cfg.eval_split), self.cfg.eval_limit, salt=2)
+
+    def _limited(self, examples: list[Example], limit: int | None, salt: int) -> list[Example]:
+        """A deterministic subset: the same seed and limit always pick the same examples, in order."""
+        if limit is None or limit >= len(examples):
+            return examples
+        picked = sorted(random.Random(self.cfg.seed * 1000 + salt).sample(range(len(examples)), limit))
+        return [examples[i] for i in picked]
+
+    # ----- scoring -----
+    def score(self, prediction: str, example: Example) -> dict[str, float]:
+        raise NotImplementedError
+
+    def aggregate(self, scores: list[dict[str, float]]) -> dict[str, float]:
+        if not scores:
+            return {}
+        return {key: sum(s[key] for s in scores) / len(scores) for key in scores[0]}

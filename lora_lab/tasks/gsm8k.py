@@ -1,0 +1,49 @@
+"""`task=gsm8k`: grade-school math word problems, scored by exact match of the final number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lora_lab.tasks import TASKS
+from lora_lab.tasks.answers import answers_match, reference_answer
+from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.sources import load_hub_split, read_jsonl
+
+FILES = {"train": "train.jsonl", "test": "test.jsonl"}
+FIELDS = ("question", "answer")
+
+
+@dataclass
+class Gsm8kSchema(TaskSchema):
+    name: str = "gsm8k"
+    hub_id: str | None = "openai/gsm8k"
+    hub_config: str | None = "main"
+    max_new_tokens: int = 256
+    instruction: str = "Solve the math problem step by step. End your answer with '#### ' followed by the final number."
+
+
+@TASKS.register("gsm8k")
+class Gsm8kTask(Task):
+    name = "gsm8k"
+    schema = Gsm8kSchema
+    primary_metric = "accuracy"
+
+    def load_split(self, split: str) -> list[Example]:
+        if self.cfg.data_dir:
+            path = Path(self.cfg.data_dir).expanduser() / FILES.get(split, f"{split}.jsonl")
+            records = read_jsonl(path, FIELDS)
+        else:
+            records = load_hub_split(self.cfg, split, FIELDS)
+        return [
+            Example(
+                prompt=f"{self.cfg.instruction}\n\n{r['question']}",
+                target=r["answer"],
+                reference=reference_answer(r["answer"]),
+                system=self.cfg.system_prompt,
+            )
+            for r in records
+        ]
+
+    def score(self, prediction: str, example: Example) -> dict[str, float]:
+        return {"accuracy": float(answers_match(prediction, example.reference))}

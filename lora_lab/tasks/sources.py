@@ -1,0 +1,87 @@
+"""Where task records come from: local files under `task.data_dir`, or the hub via `datasets`.
+
+Local readers check every record and fail with the file, line and field, so bad data never turns into a
+silent wrong score.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lora_lab.config.errors import ConfigError, DataError
+
+
+def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
+            check_fields(record, required, f"{path}:{line_no}")
+            records.append(record)
+    if not records:
+        raise DataError(f"{path}: no records (empty file)")
+    return records
+
+
+def read_tsv(path: Path, fieldnames: Sequence[str], *, header: bool) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    records = []
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for line_no, row in enumerate(reader, 1):
+            if header and line_no == 1:
+                continue
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) < len(fieldnames):
+                raise DataError(f"{path}:{line_no}: expected fields {list(fieldnames)}, got {len(row)} column(s)")
+            records.append(dict(zip(fieldnames, row, strict=False)))
+    if not records:
+        raise DataError(f"{path}: no records (empty file)")
+    return records
+
+
+def check_fields(record: Any, required: Sequence[str], where: str) -> None:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in required:
+        if key not in record or record[key] is None:
+            raise DataError(f"{where}: missing field {key!r} (have: {', '.join(map(str, record))})")
+
+
+def local_file(tcfg, split: str, files: dict[str, str]) -> Path:
+    if split not in files:
+        raise ConfigError("task.train_split/eval_split", split, "no local file for this split", choices=list(files))
+    return Path(tcfg.data_dir).expanduser() / files[split]
+
+
+def load_hub_split(tcfg, split: str, required: Sequence[str]) -> list[dict[str, Any]]:
+    """Load a split with `datasets` from the hub id in the config, with one clear error when offline."""
+    if not tcfg.hub_id:
+        raise ConfigError("task.data_dir", None, f"task {tcfg.name!r} has no hub_id; set task.data_dir to local files")
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset(tcfg.hub_id, tcfg.hub_config, split=split)
+    except Exception as err:  # network, missing split, auth: all end the same way for the user
+        raise ConfigError(
+            "task.data_dir", None,
+            f"could not load hub dataset {tcfg.hub_id!r} split {split!r} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}); offline, point task.data_dir at local files",
+        ) from None
+    records = [dict(row) for row in dataset]
+    for index, record in enumerate(records):
+        check_fields(record, required, f"{tcfg.hub_id}[{split}][{index}]")
+    return records

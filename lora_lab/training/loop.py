@@ -1,0 +1,125 @@
+"""The training loop every fine-tuning method shares: read it top to bottom.
+
+Per optimizer step: draw `grad_accum` length-grouped micro-batches, weight each micro-batch's mean loss by
+its share of the step's answer tokens (so accumulation equals one big batch), add the method's extra loss,
+backward, let the method act (pruning, mask selection), clip, step, schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from lora_lab.methods.base import Method
+from lora_lab.training.batching import batch_order, collate
+from lora_lab.training.tokenize import Features
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    tokens: int = 0  # all non-pad tokens seen (prompt + answer)
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float]
+    tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+StepCallback = Callable[[TrainState, dict], None]
+
+
+def autocast_context(device: torch.device, precision: str):
+    if device.type == "cuda" and precision in {"bfloat16", "float16"}:
+        return torch.autocast("cuda", dtype=getattr(torch, precision))
+    return contextlib.nullcontext()
+
+
+def train(
+    model: torch.nn.Module,
+    features: list[Features],
+    method: Method,
+    cfg: DictConfig,
+    *,
+    pad_id: int,
+    device: torch.device,
+    state: TrainState | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler=None,
+    on_step: StepCallback | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult:
+    tcfg = cfg.train
+    state = state or TrainState()
+    optimizer = optimizer or method.build_optimizer(model)
+    scheduler = scheduler or get_scheduler(
+        tcfg.scheduler, optimizer, num_warmup_steps=math.ceil(tcfg.warmup_ratio * tcfg.max_steps),
+        num_training_steps=tcfg.max_steps,
+    )
+    if tcfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    forward = torch.compile(model) if tcfg.compile else model
+
+    lengths = [len(f.input_ids) for f in features]
+    batches = batch_order(lengths, tcfg.batch_size, seed=tcfg.seed, group_by_length=tcfg.group_by_length)
+    # Skip what a resumed run has already consumed, so it sees the same data it would have seen.
+    for _ in range(state.step * tcfg.grad_accum * world_size):
+        next(batches)
+
+    model.train()
+    progress = tqdm(total=tcfg.max_steps, initial=state.step, desc="train", disable=True if rank != 0 else None,
+                    dynamic_ncols=True)
+    while state.step < tcfg.max_steps:
+        started = time.perf_counter()
+        window = [next(batches) for _ in range(tcfg.grad_accum * world_size)][rank::world_size]
+        micro = [collate([features[i] for i in idx], pad_id) for idx in window]
+        answer_tokens = [int((b["labels"][:, 1:] != -100).sum()) for b in micro]
+        total_answer = max(sum(answer_tokens), 1)
+        step_loss = 0.0
+        for batch, n_answer in zip(micro, answer_tokens, strict=True):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with autocast_context(device, cfg.hardware.precision):
+                loss = forward(**batch).loss * (n_answer / total_answer)
+            extra = method.extra_loss(model)
+            if extra is not None:
+                loss = loss + extra / len(micro)
+            loss.backward()
+            step_loss += float(loss.detach())
+            state.tokens += int(batch["attention_mask"].sum()) * world_size
+        method.after_backward(model, state.step)
+        if tcfg.max_grad_norm and tcfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(method.trainable_parameters(model), tcfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        method.after_optimizer_step(model, state.step)
+        state.step += 1
+        state.losses.append(step_loss)
+        state.seconds += time.perf_counter() - started
+        progress.update(1)
+        progress.set_postfix(loss=f"{step_loss:.4f}")
+        if on_step is not None:
+            on_step(state, {"optimizer": optimizer, "scheduler": scheduler})
+    progress.close()
+    model.eval()
+    return TrainResult(steps=state.step, losses=state.losses, tokens=state.tokens, seconds=state.seconds)

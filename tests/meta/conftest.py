@@ -1,0 +1,35 @@
+"""Fixtures for the meta-generation tests."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from meta_adapters import BASE_MODEL, adapter_config, random_factors, write_member
+
+
+@pytest.fixture
+def make_bank(tmp_path):
+    """make_bank(n, rank=2, dtype=float32, configs={i: overrides}) -> (bank dir, [tensors per member])."""
+
+    def build(n: int = 4, rank: int = 2, dtype: torch.dtype = torch.float32, configs: dict | None = None):
+        root = tmp_path / "bank"
+        members, all_tensors = [], []
+        for i in range(n):
+            tensors = {k: v.to(dtype) for k, v in random_factors(seed=i, rank=rank).items()}
+            config = adapter_config(rank=rank, alpha=2 * rank, **(configs or {}).get(i, {}))
+            write_member(root / "adapters" / f"task{i:03d}", tensors, config)
+            members.append(
+                {
+                    "name": f"task{i:03d}",
+                    "adapter": f"adapters/task{i:03d}",
+                    "dataset": {"id": i},
+                    "source": f"src{i // 2}",
+                }
+            )
+            all_tensors.append(tensors)
+        (root / "bank.json").write_text(json.dumps({"base_model": BASE_MODEL, "members": members}))
+        return root, all_tensors
+
+    return build

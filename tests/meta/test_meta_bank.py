@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+from meta_adapters import BASE_MODEL, adapter_config, random_factors, write_member
+
+from lora_lab.config.errors import DataError
+from lora_lab.meta.bank import (
+    BankValidationError,
+    load_bank,
+    lots_of_loras_task,
+    write_bank_index,
+)
+
+
+def test_load_bank_reads_members_in_order(make_bank):
+    root, _ = make_bank(4)
+    bank = load_bank(root)
+    assert bank.names == ["task000", "task001", "task002", "task003"]
+    assert bank.sources == ["src0", "src0", "src1", "src1"]
+    assert bank.adapter_dirs[2] == (root / "adapters" / "task002").resolve()
+    assert (bank.rank, bank.lora_alpha, bank.target_modules) == (2, 4, ("q_proj", "v_proj"))
+    assert bank.members[1].dataset == {"id": 1} and bank.index("task003") == 3 and len(bank) == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, field, value, expected",
+    [
+        ({"r": 4}, "'r'", "4", "2"),
+        ({"lora_alpha": 8}, "'lora_alpha'", "8", "4"),
+        (
+            {"target_modules": ["q_proj", "k_proj"]},
+            "'target_modules'",
+            "('k_proj', 'q_proj')",
+            "('q_proj', 'v_proj')",
+        ),
+        (
+            {"base_model_name_or_path": "other/model"},
+            "'base_model_name_or_path'",
+            "'other/model'",
+            f"'{BASE_MODEL}'",
+        ),
+    ],
+)
+def test_mismatched_member_is_named_with_field_value_and_expectation(
+    make_bank, overrides, field, value, expected
+):
+    root, _ = make_bank(3, configs={2: overrides})
+    with pytest.raises(BankValidationError) as error:
+        load_bank(root)
+    message = str(error.value)
+    assert (
+        "'task002'" in message
+        and f"field {field} is {value}" in message
+        and f"expected {expected}" in message
+    )
+
+
+def test_target_module_order_does_not_matter(make_bank):
+    root, _ = make_bank(2, configs={1: {"target_modules": ["v_proj", "q_proj"]}})
+    assert load_bank(root).target_modules == ("q_proj", "v_proj")
+
+
+def test_tensor_shape_mismatch_is_named(make_bank):
+    root, _ = make_bank(3)
+    tensors = random_factors(seed=5)
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    tensors[key] = torch.zeros(2, 9)
+    write_member(root / "adapters" / "task001", tensors, adapter_config())
+    with pytest.raises(
+        BankValidationError, match=rf"'task001': tensor '{key}' has shape \(2, 9\), expected \(2, 8\)"
+    ):
+        load_bank(root)
+    assert load_bank(root, check_tensors=False).names[1] == "task001"
+
+
+def test_bad_index_files(tmp_path, make_bank):
+    with pytest.raises(DataError, match="bank.json: missing"):
+        load_bank(tmp_path)
+    (tmp_path / "bank.json").write_text("{not json")
+    with pytest.raises(DataError, match="line 1: invalid JSON"):
+        load_bank(tmp_path)
+    root, _ = make_bank(2)
+    index = json.loads((root / "bank.json").read_text())
+    index["members"][1]["name"] = "task000"
+    (root / "bank.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match="name 'task000' appears twice"):
+        load_bank(root)
+    write_bank_index(root, BASE_MODEL, [{"name": "x", "adapter": "adapters/missing"}])
+    with pytest.raises(DataError, match="adapter_config.json: missing"):
+        load_bank(root)
+
+
+def test_lots_of_loras_task_names():
+    assert lots_of_loras_task(81) == "task081"
+    assert lots_of_loras_task("task1342_amazon_us_reviews_title") == "task1342"
+    with pytest.raises(DataError, match="expected a task number"):
+        lots_of_loras_task("summarise")
