@@ -32,9 +32,20 @@ def _run_token() -> str:
     return os.environ.setdefault("LORA_LAB_RUN_TOKEN", secrets.token_hex(3))
 
 
+def _data_dir(subfolder: str) -> str | None:
+    """`${data_dir:sst2}` → `$LORA_LAB_DATA/sst2`, or null (the task's hub id) when LORA_LAB_DATA is unset."""
+    root = os.environ.get("LORA_LAB_DATA")
+    return str(Path(root).expanduser() / subfolder) if root else None
+
+
 def register_resolvers() -> None:
+    from lora_lab.config.schema import register_schemas
+
+    register_schemas()
     if not OmegaConf.has_resolver("run_token"):
         OmegaConf.register_new_resolver("run_token", _run_token)
+    if not OmegaConf.has_resolver("data_dir"):
+        OmegaConf.register_new_resolver("data_dir", _data_dir)
 
 
 register_resolvers()
@@ -51,7 +62,9 @@ def hydra_app(cfg: DictConfig) -> float | None:
     try:
         metrics = run_job(cfg, run_dir)
     except (ConfigError, DataError) as err:
-        log.error("lora-lab: %s error: %s", "config" if isinstance(err, ConfigError) else "data", err)
+        kind = "config" if isinstance(err, ConfigError) else "data"
+        print(f"lora-lab: {kind} error: {err}", file=sys.stderr, flush=True)
+        log.debug("%s error: %s", kind, err)
         if multirun:
             return None  # the failed job left its metrics.json; the sweep goes on
         sys.exit(2)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from lora_lab.cli import CONF_DIR, register_resolvers
 
@@ -33,10 +33,14 @@ def compose_cfg(overrides: list[str] | None = None, *, return_hydra_config: bool
 
 
 def tiny_cfg(*extra: str) -> DictConfig:
-    cfg = compose_cfg([*TINY, *extra])
-    with open_dict(cfg):
-        cfg.output_dir = "unused"
-    return cfg
+    return compose_cfg([*TINY, *extra])
+
+
+def validated_cfg(*overrides: str, tiny: bool = True) -> DictConfig:
+    """A composed AND schema-validated config (defaults filled in), for calling components directly."""
+    from lora_lab.config.validate import validate_config
+
+    return validate_config(tiny_cfg(*overrides) if tiny else compose_cfg(list(overrides)))
 
 
 def shared_data(*parts: str) -> Path:

@@ -94,6 +94,7 @@ class TrainConfig:
     group_by_length: bool = True
     gradient_checkpointing: bool = False
     compile: bool = False
+    answer_only_logits: bool = True  # project only answer positions onto the vocabulary (training/loss.py)
     log_every: int = 10
     checkpoint_every: int = 0  # 0: no intermediate checkpoints
     seed: int = 0
@@ -114,6 +115,16 @@ class RootConfig:
 
     seed: int = 0
     resume: bool = False
-    output_dir: str = "outputs"
     adapter_path: str | None = None  # evaluate (method=none) or continue from this adapter
     print_summary: bool = True
+
+
+def register_schemas() -> None:
+    """Put the fixed-key schemas in Hydra's ConfigStore under `schema/`, so the root config can lay them under
+    the YAML options: every key then exists (overridable without `+`) and Hydra type-checks at composition."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for package, node in (("model", ModelConfig), ("metric", MetricConfig), ("hardware", HardwareConfig),
+                          ("logger", LoggerConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+        store.store(group="schema", name=package, node=node, package=package)

@@ -42,7 +42,7 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return {**previous, "skipped": True}
 
     started = time.perf_counter()
-    identity: dict[str, Any] = {}
+    identity: dict[str, Any] = {key: _name_of(raw_cfg, key) for key in ("method", "task", "model")}
     logger = None
     try:
         cfg = validate_config(raw_cfg)
@@ -69,6 +69,11 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             logger.finish()
     atomic_write_json(metrics_path, metrics)
     return metrics
+
+
+def _name_of(cfg: DictConfig, key: str) -> Any:
+    node = cfg.get(key)
+    return node.get("name") if isinstance(node, DictConfig) else None
 
 
 def primary_score(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_ato
 from lora_lab.methods import METHODS
 from lora_lab.models import load_model_and_tokenizer
 from lora_lab.training.loop import train
-from lora_lab.training.tokenize import tokenize_for_training
+from lora_lab.training.tokenize import featurizer_for
 
 
 @JOBS.register("finetune")
@@ -27,10 +27,8 @@ def finetune(ctx: JobContext) -> dict:
 
     model = method.apply(model)
     metrics.update(count_parameters(model))
-    features = [
-        tokenize_for_training(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len)
-        for ex in train_examples
-    ]
+    featurize = featurizer_for(cfg.model.kind)  # prompt + answer ids, or text + class id for a SeqCls head
+    features = [featurize(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len) for ex in train_examples]
     result = train(
         model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device,
         on_step=lambda state, _: ctx.logger.log({"train_loss": state.losses[-1]}, step=state.step)

@@ -11,11 +11,13 @@ import json
 import math
 import os
 import shutil
+import struct
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import safe_open
@@ -116,6 +118,49 @@ class AdapterReader:
 
     def close(self) -> None:
         self._handle = None  # the mmap is released with the handle
+
+
+@dataclass(frozen=True)
+class TensorSpan:
+    """Where one tensor's bytes lie in a safetensors file (offsets relative to the data section)."""
+
+    key: str
+    dtype: str  # safetensors spelling: "BF16", "F32", "F16"
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def read_layout(path: str | Path) -> tuple[int, list[TensorSpan]]:
+    """(data section offset, spans sorted by position) from the safetensors header: 8-byte little-endian
+    header length, then a JSON header. Lets callers read byte ranges directly instead of page-faulting."""
+    with open(path, "rb") as handle:
+        (header_length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_length))
+    header.pop("__metadata__", None)
+    spans = [
+        TensorSpan(key, entry["dtype"], tuple(entry["shape"]), *entry["data_offsets"])
+        for key, entry in header.items()
+    ]
+    for span in spans:
+        if span.dtype not in _SAFETENSORS_DTYPES:
+            raise DataError(
+                f"{path}: tensor {span.key!r} has dtype {span.dtype}; expected one of F32, BF16, F16"
+            )
+    return 8 + header_length, sorted(spans, key=lambda span: span.start)
+
+
+def read_flat(handle: BinaryIO, data_offset: int, start: int, end: int, dtype: str) -> torch.Tensor:
+    """Elements stored in bytes [start, end) of the data section, as a flat float32 tensor (one read)."""
+    buffer = bytearray(end - start)
+    handle.seek(data_offset + start)
+    if handle.readinto(buffer) != len(buffer):
+        raise DataError(f"{getattr(handle, 'name', 'safetensors file')}: truncated tensor data")
+    return torch.frombuffer(buffer, dtype=_SAFETENSORS_DTYPES[dtype]).to(torch.float32)
+
+
+def dtype_size(dtype: str) -> int:
+    return _SAFETENSORS_DTYPES[dtype].itemsize
 
 
 def factor_keys(module: str) -> tuple[str, str]:

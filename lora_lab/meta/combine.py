@@ -1,8 +1,8 @@
 """Turn coefficients over bank members into one PEFT adapter.
 
-Every mode receives, per LoRA module, the kept members' weights c_j and factors (A_j, B_j) and returns
-the new (A, B); the caller keeps PEFT's scale alpha/r equal to the members' by setting lora_alpha for the
-new rank. Modes:
+A mode is a per-module *mixer* that folds in the kept members one at a time (weight c_j, factors A_j, B_j)
+and then yields the new (A, B); the caller keeps PEFT's scale alpha/r equal to the members' by setting
+lora_alpha for the new rank. Modes:
 
 - `factors` (as published): A = sum c_j A_j, B = sum c_j B_j, so B A = sum_jk c_j c_k B_j A_k - it carries
   cross terms B_j A_k between different tasks and shrinks each task's own update by c_j^2. Rank r.
@@ -15,15 +15,14 @@ new rank. Modes:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lora_lab.config.errors import ConfigError
+from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.meta.adapters import (
     AdapterReader,
     alpha_for_scale,
@@ -36,61 +35,84 @@ from lora_lab.meta.adapters import (
 from lora_lab.registry import Registry
 
 Factors = tuple[torch.Tensor, torch.Tensor]  # (A (r, d_in), B (d_out, r))
-WeightedFactors = Iterable[tuple[float, torch.Tensor, torch.Tensor]]  # (c_j, A_j, B_j) per kept member
-ModuleCombiner = Callable[[WeightedFactors, int | None], Factors]
 
 
-@dataclass(frozen=True)
-class CombineMode:
-    combine_module: ModuleCombiner
-    default_top_k: int | None  # None: every member with a nonzero coefficient
-    # (member rank, number of kept members, requested rank) -> output rank
-    output_rank: Callable[[int, int, int | None], int]
+class ModuleMixer:
+    """Combines one module: `add` each kept member once (slot = its position among the kept), then `result`."""
+
+    def __init__(self, n_members: int, rank: int):
+        self.n_members, self.rank = n_members, rank
+
+    def add(self, slot: int, weight: float, a: torch.Tensor, b: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def result(self) -> Factors:
+        raise NotImplementedError
 
 
-COMBINE_MODES: Registry[CombineMode] = Registry("combine mode", "meta.combine.mode")
-DEFAULT_MODE = "delta"
-USE_MODE_DEFAULT = -1  # sentinel for `top_k`: take the mode's default
+class FactorMixer(ModuleMixer):
+    """The published rule: A's and B's averaged separately, as running sums (O(one module) memory)."""
+
+    a_sum: torch.Tensor | None = None
+    b_sum: torch.Tensor | None = None
+
+    def add(self, slot: int, weight: float, a: torch.Tensor, b: torch.Tensor) -> None:
+        if self.a_sum is None or self.b_sum is None:
+            self.a_sum, self.b_sum = weight * a, weight * b
+            return
+        _check_shapes(self.a_sum.shape, a.shape, self.b_sum.shape, b.shape)
+        self.a_sum.add_(a, alpha=weight)
+        self.b_sum.add_(b, alpha=weight)
+
+    def result(self) -> Factors:
+        if self.a_sum is None or self.b_sum is None:
+            raise ValueError("no members to combine")
+        return self.a_sum, self.b_sum
 
 
-def combine_factors_mixture(members: WeightedFactors, rank: int | None) -> Factors:
-    """The published rule: average A's and B's separately (a running sum, so members stream through)."""
-    a_new = b_new = None
-    for weight, a, b in members:
-        a_new = weight * a if a_new is None else a_new.add_(a, alpha=weight)
-        b_new = weight * b if b_new is None else b_new.add_(b, alpha=weight)
-    if a_new is None or b_new is None:
-        raise ValueError("no members to combine")
-    return a_new, b_new
+class DeltaMixer(ModuleMixer):
+    """[B_1 ... B_k] @ [c_1 A_1; ...; c_k A_k] = sum_j c_j B_j A_j exactly; each member fills its slot."""
+
+    a_cat: torch.Tensor | None = None
+    b_cat: torch.Tensor | None = None
+    filled = 0
+
+    def add(self, slot: int, weight: float, a: torch.Tensor, b: torch.Tensor) -> None:
+        r = a.shape[0]
+        if self.a_cat is None or self.b_cat is None:
+            self.a_cat = a.new_zeros(self.n_members * r, a.shape[1])
+            self.b_cat = b.new_zeros(b.shape[0], self.n_members * r)
+        _check_shapes(
+            (r * self.n_members, self.a_cat.shape[1]),
+            (r * self.n_members, a.shape[1]),
+            (self.b_cat.shape[0], self.n_members * r),
+            (b.shape[0], self.n_members * b.shape[1]),
+        )
+        self.a_cat[slot * r : (slot + 1) * r] = weight * a
+        self.b_cat[:, slot * r : (slot + 1) * r] = b
+        self.filled += 1
+
+    def result(self) -> Factors:
+        if self.a_cat is None or self.b_cat is None or self.filled != self.n_members:
+            raise ValueError(f"{self.filled} of {self.n_members} members were added")
+        return self.a_cat, self.b_cat
 
 
-def combine_delta_concat(members: WeightedFactors, rank: int | None) -> Factors:
-    """[B_1 ... B_k] @ [c_1 A_1; ...; c_k A_k] = sum_j c_j B_j A_j exactly."""
-    a_blocks, b_blocks = [], []
-    for weight, a, b in members:
-        a_blocks.append(weight * a)
-        b_blocks.append(b)
-    if not a_blocks:
-        raise ValueError("no members to combine")
-    return torch.cat(a_blocks, dim=0), torch.cat(b_blocks, dim=1)
+class SvdMixer(DeltaMixer):
+    """The concatenation of `delta`, truncated to `rank` at the end (holds r*k factors until then)."""
+
+    def result(self) -> Factors:
+        return truncated_svd_factors(*super().result(), self.rank)
 
 
-def combine_delta_svd(members: WeightedFactors, rank: int | None) -> Factors:
-    """Truncated SVD of B_cat A_cat from QR(B_cat) and QR(A_cat^T): B_cat A_cat = Q_b (R_b R_a^T) Q_a^T.
-
-    Only (d x rk) and (rk x rk) matrices are factorised. `rank` defaults to the members' r.
-    """
-    members = list(members)
-    if not members:
-        raise ValueError("no members to combine")
-    member_rank = members[0][1].shape[0]
-    a_cat, b_cat = combine_delta_concat(members, None)
-    if rank is not None and rank < 1:
+def truncated_svd_factors(a_cat: torch.Tensor, b_cat: torch.Tensor, rank: int) -> Factors:
+    """Best rank-`rank` factors of B_cat A_cat from QR(B_cat) and QR(A_cat^T):
+    B_cat A_cat = Q_b (R_b R_a^T) Q_a^T, so only the small core is decomposed (float64 for accuracy)."""
+    if rank < 1:
         raise ConfigError("meta.combine.rank", rank, "svd mode needs a positive output rank")
     q_b, r_b = torch.linalg.qr(b_cat.to(torch.float64))
     q_a, r_a = torch.linalg.qr(a_cat.T.to(torch.float64))
     u, singular, vh = torch.linalg.svd(r_b @ r_a.T)
-    rank = rank if rank is not None else member_rank
     kept = min(rank, singular.numel())
     root = singular[:kept].sqrt()
     b_new = (q_b @ u[:, :kept]) * root  # split sqrt(S) evenly so neither factor dwarfs the other
@@ -101,11 +123,25 @@ def combine_delta_svd(members: WeightedFactors, rank: int | None) -> Factors:
     return a_new.to(torch.float32), b_new.to(torch.float32)
 
 
-COMBINE_MODES.add("factors", CombineMode(combine_factors_mixture, None, lambda r, k, rank: r))
-COMBINE_MODES.add("delta", CombineMode(combine_delta_concat, 8, lambda r, k, rank: r * k))
-COMBINE_MODES.add(
-    "svd", CombineMode(combine_delta_svd, 8, lambda r, k, rank: min(r if rank is None else rank, r * k))
-)
+def _check_shapes(expected_a, got_a, expected_b, got_b) -> None:
+    if tuple(expected_a) != tuple(got_a) or tuple(expected_b) != tuple(got_b):
+        raise ValueError(f"factor shapes A {tuple(got_a)}, B {tuple(got_b)} differ from the first member's")
+
+
+@dataclass(frozen=True)
+class CombineMode:
+    mixer: type[ModuleMixer]
+    default_top_k: int | None  # None: every member with a nonzero coefficient
+    # (member rank, number of kept members, requested rank) -> output rank
+    output_rank: Callable[[int, int, int | None], int]
+
+
+COMBINE_MODES: Registry[CombineMode] = Registry("combine mode", "meta.combine.mode")
+COMBINE_MODES.add("factors", CombineMode(FactorMixer, None, lambda r, k, rank: r))
+COMBINE_MODES.add("delta", CombineMode(DeltaMixer, 8, lambda r, k, rank: r * k))
+COMBINE_MODES.add("svd", CombineMode(SvdMixer, 8, lambda r, k, rank: min(r if rank is None else rank, r * k)))
+DEFAULT_MODE = "delta"
+USE_MODE_DEFAULT = -1  # sentinel for `top_k`: take the mode's default
 
 
 def select_members(coefficients: np.ndarray, top_k: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +170,13 @@ def combine_module(
     rank: int | None = None,
 ) -> Factors:
     """In-memory combination of one module's factors (what `predict_adapter` does per module)."""
-    members = zip((float(w) for w in weights), a_factors, b_factors, strict=True)
-    return COMBINE_MODES.get(mode).combine_module(members, rank)
+    combiner = COMBINE_MODES.get(mode)
+    if not (len(weights) == len(a_factors) == len(b_factors)) or not len(weights):
+        raise ValueError("need one weight, one A and one B per member, and at least one member")
+    mixer = combiner.mixer(len(weights), combiner.output_rank(a_factors[0].shape[0], len(weights), rank))
+    for slot, (weight, a, b) in enumerate(zip(weights, a_factors, b_factors, strict=True)):
+        mixer.add(slot, float(weight), a.to(torch.float32), b.to(torch.float32))
+    return mixer.result()
 
 
 @dataclass
@@ -162,10 +203,11 @@ def predict_adapter(
 ) -> Prediction:
     """Combine bank members (aligned with `coefficients`) into a PEFT adapter at `out_dir`.
 
-    Members are memory-mapped and read module by module in float32; RAM holds one module of each kept
-    member plus the output. `top_k` keeps the largest coefficients (mode default: all for `factors`, 8
-    otherwise) and renormalises them. `rank` is the svd output rank (default: the members' r).
-    `output_dtype` defaults to the members' storage dtype.
+    `top_k` keeps the largest coefficients (mode default: all for `factors`, 8 otherwise) and renormalises
+    them; `rank` is the svd output rank (default: the members' r); `output_dtype` defaults to the members'
+    storage dtype. Members are streamed one at a time from their memory-mapped files (each file read once,
+    front to back) in float32 and folded into the output: RAM holds one member's module plus the output
+    (`svd` keeps the rank r*k concatenation until its final per-module truncation).
     """
     combiner = COMBINE_MODES.get(mode)
     if len(member_dirs) != len(coefficients):
@@ -174,20 +216,29 @@ def predict_adapter(
         coefficients, combiner.default_top_k if top_k == USE_MODE_DEFAULT else top_k
     )
     config = read_adapter_config(member_dirs[kept[0]])
-    member_rank = int(config["r"])
-    new_rank = combiner.output_rank(member_rank, len(kept), rank)
-    with ExitStack() as stack:
-        readers = [AdapterReader(member_dirs[i]) for i in kept]
-        stack.callback(lambda: [reader.close() for reader in readers])
-        dtype = resolve_dtype(output_dtype, readers[0].dtype())
-        tensors: dict[str, torch.Tensor] = {}
-        for module in readers[0].modules:
-            members = (
-                (float(w), *reader.factors(module)) for w, reader in zip(weights, readers, strict=True)
-            )
-            a_new, b_new = combiner.combine_module(members, new_rank)
-            key_a, key_b = factor_keys(module)
-            tensors[key_a], tensors[key_b] = a_new.to(dtype), b_new.to(dtype)
+    new_rank = combiner.output_rank(int(config["r"]), len(kept), rank)
+    modules: list[str] = []
+    mixers: dict[str, ModuleMixer] = {}
+    dtype = torch.float32
+    for slot, (index, weight) in enumerate(zip(kept, weights, strict=True)):
+        reader = AdapterReader(member_dirs[index])
+        if slot == 0:
+            modules, dtype = reader.modules, resolve_dtype(output_dtype, reader.dtype())
+            mixers = {module: combiner.mixer(len(kept), new_rank) for module in modules}
+        elif reader.modules != modules:
+            missing = sorted(set(modules) ^ set(reader.modules))[0]
+            raise DataError(f"{reader.path}: LoRA module {missing!r} differs from the first member's modules")
+        for module in modules:
+            try:
+                mixers[module].add(slot, float(weight), *reader.factors(module))
+            except ValueError as error:
+                raise DataError(f"{reader.path}: module {module!r}: {error}") from error
+        reader.close()
+    tensors: dict[str, torch.Tensor] = {}
+    for module in modules:
+        a_new, b_new = mixers.pop(module).result()  # pop: free each module's work buffers as we go
+        key_a, key_b = factor_keys(module)
+        tensors[key_a], tensors[key_b] = a_new.to(dtype), b_new.to(dtype)
     new_alpha = alpha_for_scale(lora_scale(config), new_rank, bool(config.get("use_rslora")))
     config.update(r=new_rank, lora_alpha=_tidy(new_alpha), rank_pattern={}, alpha_pattern={})
     write_adapter(out_dir, tensors, config)

@@ -16,60 +16,64 @@ import numpy as np
 import torch
 
 from lora_lab.config.errors import DataError
-from lora_lab.meta.adapters import AdapterReader
+from lora_lab.meta.adapters import TensorSpan, dtype_size, module_names, read_flat, read_layout, weights_path
 
-DEFAULT_GRAM_MEMORY_BYTES = 1 << 30
+DEFAULT_GRAM_MEMORY_BYTES = 512 << 20
 
 
 def bank_gram_matrix(
     member_dirs: Sequence[str | Path], max_bytes: int = DEFAULT_GRAM_MEMORY_BYTES
 ) -> np.ndarray:
-    """G[i, j] = <Theta_i, Theta_j>, summed tensor by tensor over the LoRA factors, float64.
+    """G[i, j] = <Theta_i, Theta_j> over all LoRA factors, float64, reading each adapter file exactly once.
 
-    Inner products are additive over tensors, so G accumulates T_a T_b^T where T_a stacks one tensor of
-    every member of block a as rows. Members are split into blocks whose stacked tensor fits `max_bytes`
-    (two blocks are held at once); each pair of blocks streams every tensor once, so RAM holds two stacked
-    tensors plus G and a bank of any size works. One block (the whole bank) when it fits: each file is read
-    once. Products run in float32 (bf16/f32 members are exact in it); accumulation across tensors is float64.
+    Inner products add up over any partition of the parameters. Members of a bank share one safetensors
+    layout (same tensors, shapes, dtypes, hence byte offsets), so the data sections are split into *slabs*
+    of consecutive bytes: for each slab, every member's slab is read with one sequential read into a row
+    of S (n x slab, float32) and G += S S^T (float32 product, float64 accumulation). RAM holds S (at most
+    `max_bytes`) plus G, for a bank of any size; the disk sees large sequential reads, not page faults
+    hopping between files tensor by tensor.
     """
     if not member_dirs:
         raise ValueError("cannot compute the Gram matrix of an empty bank")
-    n = len(member_dirs)
-    gram = np.zeros((n, n), dtype=np.float64)
+    paths = [weights_path(d) for d in member_dirs]
+    data_offset, spans = read_layout(paths[0])
+    module_names([span.key for span in spans], paths[0])  # only LoRA factors may contribute
+    offsets = [data_offset]
+    for path in paths[1:]:
+        offset, member_spans = read_layout(path)
+        if member_spans != spans:
+            differing = next((a.key for a, b in zip(spans, member_spans, strict=False) if a != b), "count")
+            raise DataError(
+                f"{path}: tensor layout differs from {paths[0]} (first difference: {differing!r})"
+            )
+        offsets.append(offset)
+    n = len(paths)
+    gram = torch.zeros((n, n), dtype=torch.float64)
     with ExitStack() as stack:
-        first = AdapterReader(member_dirs[0])
-        stack.callback(first.close)
-        keys = first.keys()
-        largest = max(int(np.prod(first.shape(k))) for k in keys)
-        block = max(1, min(n, max_bytes // (2 * 4 * largest)))
-        blocks = [range(start, min(n, start + block)) for start in range(0, n, block)]
-        for a, rows in enumerate(blocks):
-            for cols in blocks[a:]:
-                gram[np.ix_(rows, cols)] = _block_inner_products(member_dirs, rows, cols, keys)
-                gram[np.ix_(cols, rows)] = gram[np.ix_(rows, cols)].T
-    return gram
-
-
-def _block_inner_products(
-    member_dirs: Sequence[str | Path], rows: range, cols: range, keys: list[str]
-) -> np.ndarray:
-    with ExitStack() as stack:
-        readers = {}
-        for index in sorted(set(rows) | set(cols)):
-            reader = AdapterReader(member_dirs[index])
-            stack.callback(reader.close)
-            if reader.keys() != keys:
-                missing = sorted(set(keys) ^ set(reader.keys()))
-                raise DataError(
-                    f"{reader.path}: tensor {missing[0]!r} differs from the first member's tensors"
+        handles = [stack.enter_context(open(path, "rb")) for path in paths]
+        for start, end, dtype in _contiguous_runs(spans):
+            step = max(1, max_bytes // (4 * n)) * dtype_size(dtype)
+            for slab_start in range(start, end, step):
+                slab_end = min(end, slab_start + step)
+                slab = torch.stack(
+                    [
+                        read_flat(h, off, slab_start, slab_end, dtype)
+                        for h, off in zip(handles, offsets, strict=True)
+                    ]
                 )
-            readers[index] = reader
-        block = torch.zeros((len(rows), len(cols)), dtype=torch.float64)
-        for key in keys:
-            left = torch.stack([readers[i].tensor(key).reshape(-1) for i in rows])
-            right = left if rows == cols else torch.stack([readers[j].tensor(key).reshape(-1) for j in cols])
-            block += (left @ right.T).to(torch.float64)
-        return block.numpy()
+                gram += (slab @ slab.T).to(torch.float64)
+    return gram.numpy()
+
+
+def _contiguous_runs(spans: list[TensorSpan]) -> list[tuple[int, int, str]]:
+    """Merge position-sorted spans into maximal byte ranges of one dtype."""
+    runs: list[tuple[int, int, str]] = []
+    for span in spans:
+        if runs and runs[-1][1] == span.start and runs[-1][2] == span.dtype:
+            runs[-1] = (runs[-1][0], span.end, span.dtype)
+        else:
+            runs.append((span.start, span.end, span.dtype))
+    return runs
 
 
 def reconstruction_error(

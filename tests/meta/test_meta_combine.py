@@ -99,9 +99,11 @@ def test_svd_is_the_best_low_rank_approximation():
     assert a_low.shape == (4, 20) and b_low.shape == (12, 4)
     error = torch.linalg.norm((b_low @ a_low).double() - exact)
     assert error == pytest.approx(torch.linalg.norm(singular[4:]).item(), rel=1e-4)  # Eckart-Young
-    # rank 15 > min(d_out, r*k) = 9: the extra rows/columns are zero
-    a_padded, _ = combine_module("svd", weights, a_factors, b_factors, rank=15)
-    assert a_padded.shape == (15, 20) and torch.count_nonzero(a_padded[9:]) == 0
+    # a module with d_out = 5 < rank 8 <= r*k = 9 has only 5 singular values: the rest is zero padding
+    thin_b = [b[:5] for b in b_factors]
+    a_padded, b_padded = combine_module("svd", weights, a_factors, thin_b, rank=8)
+    assert a_padded.shape == (8, 20) and b_padded.shape == (5, 8)
+    assert torch.count_nonzero(a_padded[5:]) == 0 and torch.count_nonzero(b_padded[:, 5:]) == 0
 
 
 def test_bf16_members_keep_their_dtype_unless_asked(make_bank, tmp_path):
@@ -153,7 +155,7 @@ def test_output_is_replaced_atomically_and_failures_leave_nothing(make_bank, tmp
     broken.pop("base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")
     broken.pop("base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight")
     broken_dir = write_member(tmp_path / "broken", broken, adapter_config())
-    with pytest.raises(DataError, match="has no LoRA module"):
+    with pytest.raises(DataError, match="differs from the first member"):
         predict_adapter([bank.adapter_dirs[0], broken_dir], np.array([0.5, 0.5]), tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank", "broken", "out"]
 

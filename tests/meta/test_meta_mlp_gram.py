@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from meta_adapters import adapter_config, random_factors, write_member
 
+from lora_lab.config.errors import DataError
 from lora_lab.meta.bank import load_bank
 from lora_lab.meta.coefficients import compute_coefficients
 from lora_lab.meta.gram import bank_gram_matrix, reconstruction_error
@@ -84,3 +86,13 @@ def test_mlp_is_seeded_and_round_trips():
     restored = LearnedTransform.from_state_dict(first.transform.state_dict())
     z = np.linspace(-2, 2, 5)
     np.testing.assert_array_equal(restored(z), first.transform(z))
+
+
+def test_gram_rejects_a_member_with_another_layout(make_bank, tmp_path):
+    root, _ = make_bank(3)
+    bank = load_bank(root)
+    odd = write_member(
+        tmp_path / "odd", {k: v.to(torch.bfloat16) for k, v in random_factors(7).items()}, adapter_config()
+    )
+    with pytest.raises(DataError, match="tensor layout differs"):
+        bank_gram_matrix([*bank.adapter_dirs, odd])

@@ -1,0 +1,82 @@
+"""Saved adapters of every method: one record file names the method and its format; one registry loads and merges.
+
+peft-format adapters (lora, qlora, sparse_lora, hira) load with plain `peft.PeftModel.from_pretrained`. RoSA adds
+a sparse file beside its peft adapter and GaLore saves full-weight deltas, so a caller that only knows a folder
+goes through `load_adapter` / `merge_adapter`, which read `lora_lab_method.json` and never branch on the method.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lora_lab.registry import Registry
+
+RECORD_FILE = "lora_lab_method.json"
+
+
+@dataclass(frozen=True)
+class AdapterFormat:
+    """How a saved adapter goes back onto a base model (`load`) and into its weights (`merge`)."""
+
+    load: Callable[[torch.nn.Module, Path], torch.nn.Module]
+    merge: Callable[[torch.nn.Module, Path], torch.nn.Module]
+
+
+ADAPTER_FORMATS: Registry = Registry("adapter format", f"{RECORD_FILE}:format")
+
+
+def method_record(cfg: DictConfig, fmt: str, **extra: Any) -> dict[str, Any]:
+    """What a reader needs to know about an adapter beyond its tensors: method, format, hyper-parameters."""
+    return {
+        "method": str(cfg.method.name),
+        "format": fmt,
+        "hyperparameters": OmegaConf.to_container(cfg.method, resolve=True),
+        "base_model": {"name": str(cfg.model.name), "hub_id": cfg.model.get("hub_id")},
+        **extra,
+    }
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> None:
+    (Path(folder) / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """The folder's method record; a bare peft adapter (no record) reads as format `peft`."""
+    path = Path(folder) / RECORD_FILE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {"method": None, "format": "peft"}
+
+
+def load_adapter(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    """Put the adapter in `folder` onto `base` (unmerged where the format allows it)."""
+    return ADAPTER_FORMATS.get(read_record(folder)["format"]).load(base, Path(folder))
+
+
+def merge_adapter(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    """Fold a loaded adapter into the base weights and return the plain base model."""
+    return ADAPTER_FORMATS.get(read_record(folder)["format"]).merge(model, Path(folder))
+
+
+def load_merged(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    return merge_adapter(load_adapter(base, folder), folder)
+
+
+def _load_peft(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(folder))
+
+
+def _merge_peft(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    return model.merge_and_unload()
+
+
+ADAPTER_FORMATS.add("peft", AdapterFormat(load=_load_peft, merge=_merge_peft))

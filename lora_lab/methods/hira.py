@@ -1,0 +1,56 @@
+"""`method=hira`: Hadamard high-rank adaptation (ICLR 2025) through peft's HiraConfig: ΔW = W0 ⊙ (B·A).
+
+The Hadamard product with the frozen W0 lets a rank-r pair (B, A) produce an update of rank up to rank(W0)·r at
+LoRA's parameter cost. B starts at zero, so the adapted model equals the base model at step 0. There is no
+alpha/scale: the update is W0 ⊙ (B·A) exactly. Saved as a standard peft adapter (peft_type HIRA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import OmegaConf
+from peft import HiraConfig, get_peft_model
+
+from lora_lab.config.errors import ConfigError
+from lora_lab.config.schema import choice
+from lora_lab.methods import METHODS
+from lora_lab.methods.base import Method, require_positive
+from lora_lab.methods.lora import peft_task_type
+
+
+@dataclass
+class HiraSchema:
+    name: str = "hira"
+    r: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"])
+    init_weights: str = choice("default", "default", "gaussian")  # A: kaiming-uniform or gaussian; B: zeros
+    lr: float | None = None  # overrides train.lr for this method
+
+
+def hira_config(mcfg, task_type: str | None = "CAUSAL_LM") -> HiraConfig:
+    init = mcfg.init_weights
+    return HiraConfig(
+        r=int(mcfg.r),
+        hira_dropout=float(mcfg.dropout),
+        target_modules=list(OmegaConf.to_container(mcfg.target_modules)),
+        init_weights=True if init == "default" else str(init),
+        task_type=task_type,
+    )
+
+
+@METHODS.register("hira")
+class HiraMethod(Method):
+    name = "hira"
+    schema = HiraSchema
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        require_positive(cfg, "r")
+        if not 0 <= cfg.method.dropout < 1:
+            raise ConfigError("method.dropout", cfg.method.dropout, "must be in [0, 1)")
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return get_peft_model(model, hira_config(self.mcfg, peft_task_type(self.cfg)))

@@ -1,0 +1,127 @@
+"""`method=qlora`: LoRA on a 4-bit base (NF4 + double quantisation through bitsandbytes' BitsAndBytesConfig).
+
+The base is quantised while loading (`model_load_kwargs`), `prepare_model_for_kbit_training` readies it (frozen
+base, float32 norms and embeddings, input grads), then the same LoraConfig as `method=lora` goes on top. Compute
+runs in `hardware.precision`. bitsandbytes runs 4-bit layers on CPU as well as CUDA.
+
+The adapter is a standard peft LoRA adapter. `merge_adapter` folds it into a *dequantised* base (float weights
+W_deq + scale·B·A): re-quantising after the merge would add a second rounding, so the merged model reproduces
+the trained 4-bit model's outputs instead of drifting from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig
+
+from lora_lab.config.errors import ConfigError
+from lora_lab.config.schema import choice
+from lora_lab.methods import METHODS
+from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, method_record
+from lora_lab.methods.lora import LoraMethod, LoraSchema, check_lora_keys, lora_config, peft_task_type
+from lora_lab.models import DTYPES
+
+# Inits that need full-precision base weights (PiSSA/orthogonal fail on 4-bit ones) or rewrite the quantised
+# base (OLoRA: the adapter would not fit an untouched 4-bit model).
+QUANTISED_INITS = ("default", "gaussian")
+
+
+@dataclass
+class QloraSchema(LoraSchema):
+    name: str = "qlora"
+    quant_type: str = choice("nf4", "nf4", "fp4")
+    double_quant: bool = True  # also quantise the quantisation constants (~0.4 bit/param saved)
+
+
+def quantization_config(cfg) -> BitsAndBytesConfig:
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=str(cfg.method.quant_type),
+        bnb_4bit_use_double_quant=bool(cfg.method.double_quant),
+        bnb_4bit_compute_dtype=DTYPES[cfg.hardware.precision],
+    )
+
+
+def unpacked_numel(param: torch.nn.Parameter) -> int:
+    """A 4-bit weight stores two values per byte; its quant state knows the real shape."""
+    state = getattr(param, "quant_state", None)
+    return state.shape.numel() if state is not None else param.numel()
+
+
+@METHODS.register("qlora")
+class QloraMethod(LoraMethod):
+    name = "qlora"
+    schema = QloraSchema
+    adapter_format = "peft_4bit"
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        check_lora_keys(cfg)
+        if cfg.method.init_lora_weights not in QUANTISED_INITS:
+            raise ConfigError("method.init_lora_weights", cfg.method.init_lora_weights,
+                              "cannot initialise from 4-bit base weights", choices=QUANTISED_INITS)
+
+    def model_load_kwargs(self) -> dict[str, Any]:
+        return {"quantization_config": quantization_config(self.cfg)}
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=bool(self.cfg.train.gradient_checkpointing)
+        )
+        self._model = get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg)))
+        return self._model
+
+    def extra_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        # The recipe's count sees packed 4-bit storage (half the values); report the real parameter count.
+        return {"total_params": sum(unpacked_numel(p) for p in model.parameters()), "base_weight_bits": 4}
+
+    def record(self) -> dict[str, Any]:
+        q = quantization_config(self.cfg)
+        base = {"load_in_4bit": True, "quant_type": q.bnb_4bit_quant_type,
+                "double_quant": q.bnb_4bit_use_double_quant, "compute_dtype": str(self.cfg.hardware.precision)}
+        return method_record(self.cfg, self.adapter_format, base_quantization=base)
+
+
+@torch.no_grad()
+def merged_weight(layer: torch.nn.Module, adapter: str) -> torch.Tensor:
+    """peft's own 4-bit merge arithmetic (plain LoRA or a variant such as DoRA), stopped before re-quantising."""
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    weight = layer.get_base_layer().weight
+    quant_state = getattr(weight, "quant_state", None)
+    dense = dequantize_bnb_weight(weight, state=quant_state) if quant_state is not None else weight.detach().clone()
+    if adapter in layer.lora_variant:
+        return layer.lora_variant[adapter].merge_safe(layer, adapter, dense)
+    return dense + layer.get_delta_weight(adapter)
+
+
+def dequantised_merge(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    """Every LoRA layer becomes W_deq + ΔW, every other 4-bit layer W_deq: a plain float model."""
+    from peft.tuners.lora import LoraLayer
+
+    merged = {
+        name.removeprefix("base_model.model."): merged_weight(module, module.active_adapters[0])
+        for name, module in model.named_modules() if isinstance(module, LoraLayer)
+    }
+    base = model.unload()
+    if getattr(base, "is_loaded_in_4bit", False):
+        base = base.dequantize()
+    with torch.no_grad():
+        for name, weight in merged.items():
+            target = base.get_submodule(name).weight
+            target.copy_(weight.to(target.dtype))
+    return base
+
+
+def _load_peft(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(folder))
+
+
+ADAPTER_FORMATS.add("peft_4bit", AdapterFormat(load=_load_peft, merge=dequantised_merge))

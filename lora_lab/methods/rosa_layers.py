@@ -1,0 +1,131 @@
+"""RoSA's per-layer parts: the sparse delta S beside each peft LoRA layer, and the probe that picks its support.
+
+Each targeted peft `LoraLayer` gets a child `rosa_S` (a `SparseDelta`) and a forward hook that adds x · Sᵀ to the
+layer output, so peft's own LoRA forward, saving and merging stay untouched: ΔW = scale · B·A + S.
+
+During the mask-selection warm-up the same hook wraps the output in `_GradProbe`, an identity whose backward
+writes dL/dW0 = grad_outᵀ · x into a detached probe tensor. That gives the dense gradient of the *frozen* base
+weight without making it a parameter: trainable-parameter counts, gradient clipping and the optimizer never
+see it, and only target layers pay for it (one weight-sized gradient plus one accumulator each, freed once the
+support is fixed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from lora_lab.methods.sparse_linear import SparsePattern, sparse_linear
+
+CHILD = "rosa_S"
+PEFT_PREFIX = "base_model.model."
+
+
+class _GradProbe(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, x: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        g = grad_out.reshape(-1, grad_out.shape[-1]).to(torch.float32)
+        grad_w = g.t() @ x.reshape(-1, x.shape[-1]).to(torch.float32)
+        return grad_out, None, grad_w
+
+
+class SparseDelta(nn.Module):
+    """S for one layer: trained `values` (nnz,) at fixed flat row-major `indices` (empty until chosen)."""
+
+    def __init__(self, shape: tuple[int, int], nnz: int, device: torch.device, backend: str = "csr"):
+        super().__init__()
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.backend = backend
+        self.values = nn.Parameter(torch.zeros(nnz, dtype=torch.float32, device=device))
+        self.register_buffer("indices", torch.empty(0, dtype=torch.long, device=device))
+        self._pattern: SparsePattern | None = None
+        self.probe: torch.Tensor | None = None  # warm-up only: receives dL/dW0 (not a parameter)
+        self.grad_sq: torch.Tensor | None = None  # warm-up only: sum over steps of (dL/dW0)²
+
+    @property
+    def ready(self) -> bool:
+        return self.indices.numel() > 0
+
+    @property
+    def pattern(self) -> SparsePattern:
+        if self._pattern is None or self._pattern.indices.device != self.indices.device:
+            self._pattern = SparsePattern.from_indices(self.indices, self.shape)
+        return self._pattern
+
+    def set_support(self, indices: torch.Tensor, values: torch.Tensor | None = None) -> None:
+        indices = indices.to(self.values.device, torch.long)
+        order = torch.argsort(indices)
+        if indices.numel() != self.values.numel():
+            raise ValueError(f"support has {indices.numel()} entries, values {self.values.numel()}")
+        self.indices = indices[order]
+        with torch.no_grad():
+            self.values.copy_(values.to(self.values)[order] if values is not None else torch.zeros_like(self.values))
+        self._pattern = None
+
+    # ----- warm-up: accumulate the dense gradient of the frozen weight -----
+    def start_probe(self) -> None:
+        device = self.values.device
+        self.probe = torch.zeros(self.shape, dtype=torch.float32, device=device, requires_grad=True)
+        self.grad_sq = torch.zeros(self.shape, dtype=torch.float32, device=device)
+
+    def accumulate(self) -> None:
+        if self.probe is not None and self.probe.grad is not None:
+            self.grad_sq.add_(self.probe.grad.square())
+            self.probe.grad = None
+
+    def choose_support(self) -> None:
+        """Fix S's support at the largest accumulated gradient squares; the values start at zero (ΔW unchanged)."""
+        scores = self.grad_sq.flatten()
+        self.set_support(torch.topk(scores, self.values.numel(), sorted=False).indices)
+        self.probe = self.grad_sq = None
+
+    # ----- forward -----
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sparse_linear(x, self.values, self.pattern, self.backend)
+
+    def add_to_output(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        if self.probe is not None and torch.is_grad_enabled():
+            output = _GradProbe.apply(output, x, self.probe)
+        if self.ready:
+            output = output + self(x).to(output.dtype)
+        return output
+
+    @torch.no_grad()
+    def merge_into(self, weight: torch.Tensor) -> None:
+        if self.ready:
+            weight.view(-1).index_add_(0, self.indices, self.values.to(weight.dtype))
+
+
+def _hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    return getattr(module, CHILD).add_to_output(args[0], output)
+
+
+def target_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """peft LoRA layers over a dense nn.Linear, named as in the base model (without peft's prefix)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), nn.Linear):
+            yield name.removeprefix(PEFT_PREFIX), module
+
+
+def attach(layer: nn.Module, nnz: int, backend: str) -> SparseDelta:
+    base = layer.get_base_layer()
+    delta = SparseDelta((base.out_features, base.in_features), nnz, base.weight.device, backend)
+    layer.add_module(CHILD, delta)
+    layer.register_forward_hook(_hook)
+    return delta
+
+
+def sparse_deltas(model: nn.Module) -> Iterator[tuple[str, nn.Module, SparseDelta]]:
+    for name, layer in target_layers(model):
+        if hasattr(layer, CHILD):
+            yield name, layer, getattr(layer, CHILD)

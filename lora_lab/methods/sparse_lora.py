@@ -1,0 +1,108 @@
+"""`method=sparse_lora`: LoRA whose A and B factors are magnitude-pruned while training, with an optional L1 term.
+
+Each factor tensor is pruned layer-wise to the schedule's sparsity (`pruning.py`: one-shot, or Zhu & Gupta's
+cubic ramp from `start_step` to `end_step`). Masks only shrink and are re-applied after every optimizer step, so
+pruned entries stay exactly zero through Adam's momentum and into the saved adapter: a standard peft LoRA
+adapter with zeros, loadable with plain `peft.PeftModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lora_lab.config.errors import ConfigError
+from lora_lab.config.schema import choice
+from lora_lab.methods import METHODS
+from lora_lab.methods.lora import LoraMethod, LoraSchema, check_lora_keys
+from lora_lab.methods.pruning import SCHEDULES, PruneWindow, magnitude_mask
+
+FACTOR_KEYS = ("lora_A", "lora_B")
+
+
+@dataclass
+class SparseLoraSchema(LoraSchema):
+    name: str = "sparse_lora"
+    target_sparsity: float = 0.5  # fraction of zeros in every A and B at the end of the schedule
+    schedule: str = choice("cubic", "cubic", "oneshot")
+    start_step: int | None = None  # null: 10% of train.max_steps
+    end_step: int | None = None  # null: 60% of train.max_steps (cubic only)
+    prune_every: int = 1  # steps between pruning events (cubic)
+    l1_lambda: float = 0.0  # weight of sum |A| + |B| added to the loss
+
+
+def prune_window(cfg) -> PruneWindow:
+    m, last = cfg.method, int(cfg.train.max_steps) - 1
+    start = int(m.start_step) if m.start_step is not None else int(0.1 * cfg.train.max_steps)
+    end = int(m.end_step) if m.end_step is not None else max(start, min(last, int(0.6 * cfg.train.max_steps)))
+    return PruneWindow(start=start, end=end, every=int(m.prune_every), target=float(m.target_sparsity))
+
+
+def lora_factors(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if any(f".{k}." in n for k in FACTOR_KEYS)]
+
+
+@METHODS.register("sparse_lora")
+class SparseLoraMethod(LoraMethod):
+    name = "sparse_lora"
+    schema = SparseLoraSchema
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        check_lora_keys(cfg)
+        m = cfg.method
+        if not 0 <= m.target_sparsity < 1:
+            raise ConfigError("method.target_sparsity", m.target_sparsity, "must be in [0, 1)")
+        if m.prune_every < 1:
+            raise ConfigError("method.prune_every", m.prune_every, "must be >= 1")
+        if m.l1_lambda < 0:
+            raise ConfigError("method.l1_lambda", m.l1_lambda, "must be >= 0")
+        SCHEDULES.get(m.schedule)
+        w, last = prune_window(cfg), int(cfg.train.max_steps) - 1
+        if not 0 <= w.start <= last:
+            raise ConfigError("method.start_step", m.start_step, f"must be in [0, train.max_steps-1={last}]")
+        if m.schedule == "cubic" and not w.start <= w.end <= last:
+            raise ConfigError("method.end_step", m.end_step,
+                              f"must be in [start_step={w.start}, train.max_steps-1={last}] to reach the target")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.window = prune_window(cfg)
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        self._model = super().apply(model)
+        return self._model
+
+    def extra_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
+        if not self.mcfg.l1_lambda:
+            return None
+        return self.mcfg.l1_lambda * sum(p.abs().sum() for _, p in lora_factors(model))
+
+    @torch.no_grad()
+    def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
+        sparsity = SCHEDULES.get(self.mcfg.schedule)(step, self.window)
+        factors = lora_factors(model)
+        if sparsity is not None:
+            self.masks = {n: magnitude_mask(p, sparsity, self.masks.get(n)) for n, p in factors}
+        for name, param in factors:
+            if name in self.masks:
+                param.mul_(self.masks[name].to(param.device))
+
+    def extra_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        factors = [p for _, p in lora_factors(model)]
+        total = sum(p.numel() for p in factors)
+        nonzero = sum(int(torch.count_nonzero(p)) for p in factors)
+        return {"lora_sparsity": 1.0 - nonzero / max(total, 1), "lora_nonzero_params": nonzero}
+
+    def record(self) -> dict[str, Any]:
+        sparsity = self.extra_metrics(self._model)["lora_sparsity"] if hasattr(self, "_model") else None
+        return super().record() | {"achieved_sparsity": sparsity}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {n: m.cpu() for n, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masks = dict(state.get("masks", {}))

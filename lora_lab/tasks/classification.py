@@ -1,0 +1,139 @@
+"""Shared shape of the text-classification tasks (sst2, imdb, agnews).
+
+One example serves both model kinds: a causal LM answers with a label word (trained on it as the target,
+evaluated by comparing the label words' log-likelihoods — `eval_mode=choice`), an encoder reads the bare
+text and predicts the class id with its head. Scored by accuracy and macro-F1 (F1 per class, averaged, so a
+model that always answers the majority class does not look good on a skewed set).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+
+from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.sources import load_hub_split
+
+
+@dataclass
+class ClassificationSchema(TaskSchema):
+    num_labels: int = 2  # also sizes an encoder's head (model.num_labels follows it)
+    label_words: list[str] = field(default_factory=list)  # index = class id: what a causal LM answers
+    instruction: str = ""
+    max_new_tokens: int = 4  # only used if the task is run with free generation
+    choice_eos: bool = True  # score label + EOS, as trained: a label that prefixes another gains nothing
+    max_input_chars: int | None = None  # cut very long inputs (characters) before prompting
+
+
+def macro_f1(gold: list[int], predicted: list[int]) -> float:
+    """Mean F1 over the classes that occur in the gold labels or the predictions (-1 = no label predicted)."""
+    classes = sorted({*gold, *predicted} - {-1})
+    if not classes:
+        return 0.0
+    total = 0.0
+    for c in classes:
+        tp = sum(g == c and p == c for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != c and p == c for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == c and p != c for g, p in zip(gold, predicted, strict=True))
+        total += 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    return total / len(classes)
+
+
+def _words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w/]+", " ", text.lower()).split())
+
+
+class ClassificationTask(Task):
+    eval_mode = "choice"
+    classification = True
+    primary_metric = "accuracy"
+    schema: ClassVar[type] = ClassificationSchema
+    stop_strings: ClassVar[list[str]] = ["\n"]
+    class_names: ClassVar[tuple[str, ...]]  # how the data may name each class, in class-id order
+    hub_text_field: ClassVar[str] = "text"
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        tcfg = cfg.task
+        if tcfg.num_labels != len(cls.class_names):
+            raise ConfigError("task.num_labels", tcfg.num_labels, f"task {cls.name!r} has {len(cls.class_names)} "
+                              f"classes: {', '.join(cls.class_names)}")
+        if len(tcfg.label_words) != tcfg.num_labels or len(set(tcfg.label_words)) != len(tcfg.label_words):
+            raise ConfigError("task.label_words", list(tcfg.label_words),
+                              f"need {tcfg.num_labels} distinct words, one per class in order: "
+                              f"{', '.join(cls.class_names)}")
+        if cfg.model.kind == "sequence_classification" and cfg.model.num_labels != tcfg.num_labels:
+            raise ConfigError("model.num_labels", cfg.model.num_labels,
+                              f"task {cls.name!r} has {tcfg.num_labels} classes; set model.num_labels=${{task.num_labels}}")
+
+    # ----- data -----
+    def local_examples(self, split: str, parse: Callable[[dict[str, Any], str], Example]) -> list[Example]:
+        """Read the local files of `split`; records carry `text` and `label`."""
+        raise NotImplementedError
+
+    def load_split(self, split: str) -> list[Example]:
+        if self.cfg.data_dir:
+            return self.local_examples(split, lambda r, where: self.example(r["text"], r["label"], where))
+        field_name = self.hub_text_field
+        return load_hub_split(self.cfg, split, (field_name, "label"),
+                              parse=lambda r, where: self.example(r[field_name], r["label"], where))
+
+    def clean_text(self, text: str) -> str:
+        return " ".join(str(text).split())
+
+    def parse_label(self, value: Any, where: str) -> int:
+        """A class id (int or digit string) or a class name / label word (any case) → class id."""
+        names = [_words(n) for n in self.class_names]
+        words = [_words(w) for w in self.cfg.label_words]
+        text = str(value).strip()
+        if re.fullmatch(r"\d+", text) and int(text) < len(names):
+            return int(text)
+        for options in (names, words):
+            if _words(text) in options:
+                return options.index(_words(text))
+        choices = [*range(len(names)), *self.class_names]
+        raise DataError(f"{where}: field 'label' has {value!r}, which is not a class of task {self.name!r} "
+                        f"(choices: {', '.join(map(str, choices))})")
+
+    def example(self, text: Any, label: Any, where: str) -> Example:
+        label_id = self.parse_label(label, where)
+        text = self.clean_text(text)
+        if not text:
+            raise DataError(f"{where}: field 'text' is empty")
+        if self.cfg.max_input_chars:
+            text = text[: self.cfg.max_input_chars]
+        words = list(self.cfg.label_words)
+        return Example(
+            prompt=f"{self.cfg.instruction}\n\n{text}" if self.cfg.instruction else text,
+            target=words[label_id], choices=words, label=label_id, text=text, system=self.cfg.system_prompt,
+        )
+
+    # ----- scoring -----
+    def predicted_label(self, prediction: str) -> int:
+        """The label word a free-form answer names (exactly, else the first one mentioned), or -1."""
+        words = [_words(w) for w in self.cfg.label_words]
+        answer = _words(prediction)
+        if answer in words:
+            return words.index(answer)
+        hits = [(m.start(), i) for i, w in enumerate(words)
+                if (m := re.search(rf"(?<!\w){re.escape(w)}(?!\w)", answer))]
+        return min(hits)[1] if hits else -1
+
+    def score(self, prediction: str, example: Example) -> dict[str, float]:
+        predicted = self.predicted_label(prediction)
+        return {"accuracy": float(predicted == example.label), "predicted_label": predicted,
+                "label": int(example.label)}
+
+    def aggregate(self, scores: list[dict[str, float]]) -> dict[str, float]:
+        if not scores:
+            return {}
+        gold = [int(s["label"]) for s in scores]
+        predicted = [int(s["predicted_label"]) for s in scores]
+        return {"accuracy": sum(s["accuracy"] for s in scores) / len(scores),
+                "macro_f1": macro_f1(gold, predicted)}

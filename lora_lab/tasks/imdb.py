@@ -1,0 +1,44 @@
+"""`task=imdb`: Large Movie Review Dataset (Maas et al., 2011), binary sentiment of full reviews.
+
+Hub: `stanfordnlp/imdb` (train/test, 25k each). Local: `train.jsonl` / `test.jsonl` with `text` and `label`
+(1 = positive, 0 = negative). Reviews keep the corpus's `<br />` tags; they are turned into line breaks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lora_lab.tasks import TASKS
+from lora_lab.tasks.base import Example
+from lora_lab.tasks.classification import ClassificationSchema, ClassificationTask
+from lora_lab.tasks.sources import read_jsonl
+
+_BREAK = re.compile(r"(?:<br\s*/?>\s*)+", re.IGNORECASE)
+
+
+@dataclass
+class ImdbSchema(ClassificationSchema):
+    name: str = "imdb"
+    hub_id: str | None = "stanfordnlp/imdb"
+    num_labels: int = 2
+    label_words: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    instruction: str = ("Is the sentiment of this movie review positive or negative? "
+                        "Reply with one word: positive or negative.")
+
+
+@TASKS.register("imdb")
+class ImdbTask(ClassificationTask):
+    name = "imdb"
+    schema = ImdbSchema
+    class_names = ("negative", "positive")
+
+    def clean_text(self, text: str) -> str:
+        return "\n".join(" ".join(part.split()) for part in _BREAK.split(str(text))).strip()
+
+    def local_examples(self, split: str, parse: Callable[[dict[str, Any], str], Example]) -> list[Example]:
+        path = Path(self.cfg.data_dir).expanduser() / f"{split}.jsonl"
+        return read_jsonl(path, ("text", "label"), parse=parse)

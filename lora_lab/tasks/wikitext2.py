@@ -1,0 +1,139 @@
+"""`task=wikitext2`: WikiText-2 language modelling — perplexity with a strided sliding window.
+
+An evaluation example is one Wikipedia article; the selected articles are scored as one token stream (the
+standard protocol: every token is predicted from up to `context` tokens before it, windows advance by
+`stride`). Training examples are chunks of ~`train_chunk_chars` characters with the loss on every token.
+
+`hub_config` picks the variant on the hub (`Salesforce/wikitext`) and locally alike: `wikitext-2-raw-v1`
+reads `wikitext-2-raw-v1.<split>.jsonl` (field `text`, one row per line), `wikitext-2-v1` the tokenised
+`valid.txt` / `test.txt` (with `<unk>`). The local copy has no train split: fine-tune offline with
+`task.train_split=validation`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.tasks import TASKS
+from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.sources import load_hub_split, read_jsonl
+
+LOCAL_FILES = {
+    "wikitext-2-raw-v1": {"validation": "wikitext-2-raw-v1.validation.jsonl", "test": "wikitext-2-raw-v1.test.jsonl"},
+    "wikitext-2-v1": {"validation": "valid.txt", "test": "test.txt"},
+}
+_ARTICLE_HEADING = re.compile(r"^ = [^=].* = $")  # " = Title = "; sections are " = = Section = = "
+
+
+def read_text_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path}: no records (empty file)")
+    return lines
+
+
+def read_jsonl_lines(path: Path) -> list[str]:
+    return read_jsonl(path, ("text",), parse=lambda r, where: str(r["text"]))
+
+
+READERS: dict[str, Callable[[Path], list[str]]] = {".txt": read_text_lines, ".jsonl": read_jsonl_lines}
+
+
+def split_articles(lines: list[str]) -> list[str]:
+    """Cut the line stream at top-level headings; text before the first heading joins the first article."""
+    articles: list[list[str]] = []
+    for line in lines:
+        if _ARTICLE_HEADING.match(line) or not articles:
+            articles.append([])
+        articles[-1].append(line)
+    return ["\n".join(a) for a in articles if any(line.strip() for line in a)]
+
+
+def chunk_text(text: str, max_chars: int) -> list[str]:
+    """Consecutive non-blank lines packed into chunks of at most `max_chars` (long lines cut at spaces)."""
+    chunks: list[str] = []
+    current = ""
+    pieces = []
+    for line in (line.strip() for line in text.split("\n")):
+        while len(line) > max_chars:
+            cut = line.rfind(" ", 0, max_chars)
+            cut = cut if cut > 0 else max_chars
+            pieces.append(line[:cut])
+            line = line[cut:].strip()
+        if line:
+            pieces.append(line)
+    for piece in pieces:
+        if current and len(current) + 1 + len(piece) > max_chars:
+            chunks.append(current)
+            current = ""
+        current = f"{current}\n{piece}" if current else piece
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+@dataclass
+class Wikitext2Schema(TaskSchema):
+    name: str = "wikitext2"
+    hub_id: str | None = "Salesforce/wikitext"
+    hub_config: str | None = "wikitext-2-raw-v1"
+    context: int = 1024  # tokens the model sees per window
+    stride: int = 512  # tokens scored per window (each predicted from >= context - stride tokens)
+    windows_per_batch: int = 4
+    train_chunk_chars: int = 2000
+    max_new_tokens: int = 1
+
+
+@TASKS.register("wikitext2")
+class Wikitext2Task(Task):
+    name = "wikitext2"
+    schema = Wikitext2Schema
+    eval_mode = "perplexity"
+    primary_metric = "perplexity"  # lower is better
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        tcfg = cfg.task
+        if tcfg.context < 2:
+            raise ConfigError("task.context", tcfg.context, "must be >= 2 tokens")
+        if not 0 < tcfg.stride < tcfg.context:
+            raise ConfigError("task.stride", tcfg.stride, f"must be in [1, task.context - 1 = {tcfg.context - 1}]")
+        if tcfg.train_chunk_chars < 1 or tcfg.windows_per_batch < 1:
+            raise ConfigError("task.train_chunk_chars/windows_per_batch",
+                              [tcfg.train_chunk_chars, tcfg.windows_per_batch], "must be >= 1")
+
+    def _lines(self, split: str) -> list[str]:
+        if not self.cfg.data_dir:
+            return [str(r["text"]).rstrip("\n") for r in load_hub_split(self.cfg, split, ("text",))]
+        if self.cfg.hub_config not in LOCAL_FILES:
+            raise ConfigError("task.hub_config", self.cfg.hub_config, "no local files for this variant",
+                              choices=list(LOCAL_FILES))
+        files = LOCAL_FILES[self.cfg.hub_config]
+        if split not in files:
+            raise ConfigError("task.train_split/eval_split", split, "no local file for this split", choices=list(files))
+        path = Path(self.cfg.data_dir).expanduser() / files[split]
+        return READERS[path.suffix](path)
+
+    def load_split(self, split: str) -> list[Example]:
+        """One example per article; its text is the target (there is no prompt)."""
+        return [Example(prompt="", target=text, language_modeling=True) for text in split_articles(self._lines(split))]
+
+    def train_examples(self) -> list[Example]:
+        chunks = [
+            Example(prompt="", target=chunk, language_modeling=True)
+            for article in self.load_split(self.cfg.train_split)
+            for chunk in chunk_text(article.target, self.cfg.train_chunk_chars)
+        ]
+        return self._limited(chunks, self.cfg.train_limit, salt=1)
+
+    def score(self, prediction: str, example: Example) -> dict[str, float]:
+        raise NotImplementedError("wikitext2 is scored by perplexity (lora_lab.evaluation.perplexity_mode)")

@@ -1,0 +1,96 @@
+"""The config tree: every option composes and validates; bad input fails with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import compose_cfg, tiny_cfg
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import open_dict
+
+from lora_lab.cli import CONF_DIR
+from lora_lab.config.errors import ConfigError
+from lora_lab.config.validate import validate_config
+
+GROUPS = ["model", "task", "method", "metric", "hardware", "logger"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates_with_the_other_defaults(group: str, option: str) -> None:
+    cfg = validate_config(compose_cfg([f"{group}={option}"]))
+    assert cfg[group].name == option or group == "model" or cfg[group].name
+
+
+def test_every_experiment_preset_composes() -> None:
+    for preset in options("experiment"):
+        cfg = compose_cfg([f"experiment={preset}"])
+        assert "method" in cfg and "task" in cfg
+
+
+def test_groups_cover_the_documented_options() -> None:
+    assert {"tiny", "smollm2_135m", "mistral_7b_instruct"} <= set(options("model"))
+    assert {"lora", "none", "meta"} <= set(options("method"))
+    assert {"wd", "kl", "js", "mmd"} <= set(options("metric"))
+    assert {"arith", "gsm8k"} <= set(options("task"))
+
+
+def test_unknown_group_option_lists_the_choices() -> None:
+    with pytest.raises(MissingConfigException) as err:
+        compose_cfg(["method=lorra"])
+    assert "lora" in str(err.value) and "lorra" in str(err.value)
+
+
+def test_override_of_a_missing_key_is_refused_by_hydra_naming_it() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["method.rnak=4"])
+    assert "method.rnak" in str(err.value)
+
+
+def test_added_unknown_key_names_key_and_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config(tiny_cfg("+method.rnak=4"))
+    message = str(err.value)
+    assert "method.rnak" in message and "unknown key" in message and "r," in message and "alpha" in message
+
+
+def test_wrong_type_fails_at_composition_naming_the_key() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        tiny_cfg("train.batch_size=lots")
+    assert "train.batch_size" in str(err.value.__cause__) and "Integer" in str(err.value.__cause__)
+
+
+def test_typo_in_a_schema_group_names_the_key_and_schema() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        tiny_cfg("model.lcal_dir=/x")
+    assert "lcal_dir" in str(err.value.__cause__) and "ModelConfig" in str(err.value.__cause__)
+
+
+def test_value_outside_choices_lists_them() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config(tiny_cfg("train.scheduler=zigzag"))
+    assert "zigzag" in str(err.value) and "cosine" in str(err.value)
+
+
+def test_method_rules_are_checked_before_loading() -> None:
+    with pytest.raises(ConfigError) as err:
+        validate_config(tiny_cfg("method.r=0"))
+    assert "method.r" in str(err.value)
+
+
+def test_unknown_task_name_in_a_hand_written_config() -> None:
+    cfg = tiny_cfg()
+    with open_dict(cfg):
+        cfg.task.name = "nope"
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert "task.name" in str(err.value) and "arith" in str(err.value)
+
+
+def test_validated_config_is_plain_and_read_only() -> None:
+    cfg = validate_config(tiny_cfg())
+    assert cfg.train.answer_only_logits is True
+    with pytest.raises(Exception):
+        cfg.train.lr = 1.0
