@@ -9,6 +9,7 @@ so training and evaluating coefficient rules needs only the n x n matrix G, neve
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,9 +30,9 @@ def bank_gram_matrix(
     Inner products add up over any partition of the parameters. Members of a bank share one safetensors
     layout (same tensors, shapes, dtypes, hence byte offsets), so the data sections are split into *slabs*
     of consecutive bytes: for each slab, every member's slab is read with one sequential read into a row
-    of S (n x slab, float32) and G += S S^T (float32 product, float64 accumulation). RAM holds S (at most
-    `max_bytes`) plus G, for a bank of any size; the disk sees large sequential reads, not page faults
-    hopping between files tensor by tensor.
+    of S (n x slab, float32) and G += S S^T (float32 product, float64 accumulation), while the next slab is
+    read in a background thread. RAM holds two slabs (at most `max_bytes` together) plus G, for a bank of
+    any size; the disk sees large sequential reads, not page faults hopping between files tensor by tensor.
     """
     if not member_dirs:
         raise ValueError("cannot compute the Gram matrix of an empty bank")
@@ -49,19 +50,28 @@ def bank_gram_matrix(
         offsets.append(offset)
     n = len(paths)
     gram = torch.zeros((n, n), dtype=torch.float64)
+    slabs = [
+        (slab_start, min(end, slab_start + step), dtype)
+        for start, end, dtype in _contiguous_runs(spans)
+        for step in [max(1, max_bytes // (8 * n)) * dtype_size(dtype)]  # two slabs in flight, 4 B each
+        for slab_start in range(start, end, step)
+    ]
     with ExitStack() as stack:
         handles = [stack.enter_context(open(path, "rb")) for path in paths]
-        for start, end, dtype in _contiguous_runs(spans):
-            step = max(1, max_bytes // (4 * n)) * dtype_size(dtype)
-            for slab_start in range(start, end, step):
-                slab_end = min(end, slab_start + step)
-                slab = torch.stack(
-                    [
-                        read_flat(h, off, slab_start, slab_end, dtype)
-                        for h, off in zip(handles, offsets, strict=True)
-                    ]
-                )
-                gram += (slab @ slab.T).to(torch.float64)
+        prefetch = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+
+        def read_slab(slab: tuple[int, int, str]) -> torch.Tensor:
+            start, end, dtype = slab
+            return torch.stack(
+                [read_flat(h, off, start, end, dtype) for h, off in zip(handles, offsets, strict=True)]
+            )
+
+        pending = prefetch.submit(read_slab, slabs[0])
+        for following in [*slabs[1:], None]:
+            slab = pending.result()
+            if following is not None:  # read the next slab while this one is multiplied
+                pending = prefetch.submit(read_slab, following)
+            gram += (slab @ slab.T).to(torch.float64)
     return gram.numpy()
 
 

@@ -1,0 +1,26 @@
+"""Helpers for the task and evaluation tests: configs for any task on the tiny model, with local data."""
+
+from __future__ import annotations
+
+from conftest import compose_cfg, shared_data
+from omegaconf import DictConfig
+
+# Overrides that make a job on any task finish in seconds on the tiny random model.
+TINY_TASK = ["model=tiny", "train.max_steps=4", "train.batch_size=4", "eval.batch_size=8", "print_summary=false"]
+
+# task name -> (shared data subfolder, extra overrides that keep the tiny run short)
+LOCAL = {
+    "gsm8k": ("gsm8k", ["task.max_new_tokens=8"]),
+    "sst2": ("sst2", []),
+    "imdb": ("imdb", ["task.max_input_chars=300"]),
+    "agnews": ("agnews", []),
+    "news_summary": ("news_summary", ["task.max_new_tokens=8", "task.max_input_chars=300"]),
+    "wikitext2": ("wikitext2", ["task.context=64", "task.stride=32", "task.train_split=validation"]),
+    "sni": ("sni", ["task.max_new_tokens=8"]),
+}
+
+
+def task_cfg(task: str, *extra: str) -> DictConfig:
+    """Composed (not yet validated) config for `task` on the tiny model, reading the shared local data."""
+    folder, overrides = LOCAL[task]
+    return compose_cfg([*TINY_TASK, f"task={task}", f"task.data_dir={shared_data(folder)}", *overrides, *extra])
