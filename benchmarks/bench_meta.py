@@ -72,7 +72,9 @@ class BankSpec:
 
 
 QUICK = BankSpec(members=24, layers=2, hidden=512, kv_dim=128, rank=16, vocab=32000, tokens_per_task=50_000)
-FULL = BankSpec(members=502, layers=32, hidden=4096, kv_dim=1024, rank=16, vocab=32000, tokens_per_task=200_000)
+FULL = BankSpec(
+    members=502, layers=32, hidden=4096, kv_dim=1024, rank=16, vocab=32000, tokens_per_task=200_000
+)
 
 
 def peak_rss_mib() -> float:
@@ -80,18 +82,22 @@ def peak_rss_mib() -> float:
 
 
 class Stopwatch:
+    """Wall seconds per stage (`results`) and process CPU seconds (`cpu`, all threads)."""
+
     def __init__(self) -> None:
         self.results: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     def __call__(self, name: str):
         watch = self
 
         class _Timer:
             def __enter__(self):
-                self.start = time.perf_counter()
+                self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
             def __exit__(self, *exc):
                 watch.results[name] = time.perf_counter() - self.start
+                watch.cpu[name] = time.process_time() - self.cpu_start
 
         return _Timer()
 
@@ -124,7 +130,10 @@ def generate_bank(spec: BankSpec, root: Path) -> None:
         shapes[f"{module}.lora_A.weight"] = (spec.rank, d_in)
         shapes[f"{module}.lora_B.weight"] = (d_out, spec.rank)
     topics = [
-        {key: (0.02 * torch.randn(shape, generator=generator)).to(torch.bfloat16) for key, shape in shapes.items()}
+        {
+            key: (0.02 * torch.randn(shape, generator=generator)).to(torch.bfloat16)
+            for key, shape in shapes.items()
+        }
         for _ in range(TOPICS)
     ]
     config = {
@@ -148,7 +157,9 @@ def generate_bank(spec: BankSpec, root: Path) -> None:
         }
         save_file(tensors, str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
         (directory / "adapter_config.json").write_text(json.dumps(config))
-        entries.append({"name": name, "adapter": f"adapters/{name}", "dataset": {"synthetic_topic": topic_of(member)}})
+        entries.append(
+            {"name": name, "adapter": f"adapters/{name}", "dataset": {"synthetic_topic": topic_of(member)}}
+        )
     write_bank_index(root, config["base_model_name_or_path"], entries)
 
 
@@ -163,7 +174,9 @@ def prepare(spec: BankSpec, workdir: Path, watch: Stopwatch) -> tuple[Path, np.n
     workdir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(workdir).free
     if free < 1.1 * needed:
-        sys.exit(f"need {needed / 1e9:.1f} GB free under {workdir}, have {free / 1e9:.1f} GB; try --members N")
+        sys.exit(
+            f"need {needed / 1e9:.1f} GB free under {workdir}, have {free / 1e9:.1f} GB; try --members N"
+        )
     if root.exists():
         shutil.rmtree(root)
     spec_file.unlink(missing_ok=True)
@@ -185,7 +198,7 @@ def read_members_once(adapter_dirs: list[Path]) -> None:
         reader.close()
 
 
-def run(spec: BankSpec, workdir: Path, top_k: int, mlp_steps: int) -> dict:
+def run(spec: BankSpec, workdir: Path, top_k: int, mlp_steps: int, factors_all: bool) -> dict:
     watch = Stopwatch()
     rss: dict[str, float] = {}
     load_start = os.getloadavg()
@@ -221,13 +234,18 @@ def run(spec: BankSpec, workdir: Path, top_k: int, mlp_steps: int) -> dict:
                 )
     for baseline in ("uniform", "nearest"):
         weights = compute_coefficients(baseline, distances["js"], exclude)
-        held_out_error[f"js/{baseline}"] = float(reconstruction_error(weights[held_out], gram, held_out).mean())
+        held_out_error[f"js/{baseline}"] = float(
+            reconstruction_error(weights[held_out], gram, held_out).mean()
+        )
     rss["after_coefficients"] = peak_rss_mib()
 
     target = int(held_out[0])
     row = coefficients["js/normalized"][target]
     predictions = {}
-    for mode, mode_top_k in (("delta", top_k), ("svd", top_k), ("factors", top_k), ("factors", None)):
+    modes = [("delta", top_k), ("svd", top_k), ("factors", top_k)] + (
+        [("factors", None)] if factors_all else []
+    )
+    for mode, mode_top_k in modes:
         label = f"{mode}(top_k={mode_top_k if mode_top_k else 'all'})"
         out_dir = workdir / "predicted" / label.replace("(", "_").replace(")", "").replace("=", "")
         kept = np.argsort(-row)[: mode_top_k or n]
@@ -251,6 +269,7 @@ def run(spec: BankSpec, workdir: Path, top_k: int, mlp_steps: int) -> dict:
         "spec": asdict(spec),
         "bank_gb": spec.members * spec.parameters_per_member * 2 / 1e9,
         "timings_s": watch.results,
+        "cpu_s": watch.cpu,
         "cpu_part_12_settings_s": grid_total + watch.results["gram_matrix"],
         "paper_cpu_part_hours": PAPER_CPU_HOURS,
         "predictions": predictions,
@@ -274,10 +293,12 @@ def print_report(report: dict) -> None:
         f"bank: {spec['members']} members, r{spec['rank']}, {spec['layers']} layers x q/k/v "
         f"(hidden {spec['hidden']}, kv {spec['kv_dim']}), {report['bank_gb']:.2f} GB bf16, vocab {spec['vocab']}"
     )
-    print(f"{'stage':<38}{'seconds':>10}")
+    print(f"{'stage':<38}{'wall s':>10}{'cpu s':>10}")
     for name, seconds in times.items():
-        print(f"{name:<38}{seconds:>10.2f}")
-    print(f"\n{'predict (one target)':<24}{'members':>8}{'rank':>6}{'read s':>9}{'predict s':>11}{'ratio':>7}")
+        print(f"{name:<38}{seconds:>10.2f}{report['cpu_s'][name]:>10.2f}")
+    print(
+        f"\n{'predict (one target)':<24}{'members':>8}{'rank':>6}{'read s':>9}{'predict s':>11}{'ratio':>7}"
+    )
     for label, row in report["predictions"].items():
         print(
             f"{label:<24}{row['members']:>8}{row['rank']:>6}{row['read_s']:>9.2f}"
@@ -296,19 +317,28 @@ def print_report(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small shapes, < 1 min")
     parser.add_argument("--members", type=int, help="override the number of bank members")
-    parser.add_argument("--workdir", type=Path, help="where the synthetic bank lives (default benchmarks/.cache/)")
+    parser.add_argument(
+        "--workdir", type=Path, help="where the synthetic bank lives (default benchmarks/.cache/)"
+    )
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     parser.add_argument("--top-k", type=int, default=8, help="members kept by delta/svd/factors predictions")
     parser.add_argument("--mlp-steps", type=int, default=300)
+    parser.add_argument(
+        "--factors-all", action="store_true", help="also time the published factors mode over every member"
+    )
     args = parser.parse_args(argv)
     spec = QUICK if args.quick else FULL
     if args.members:
         spec = BankSpec(**{**asdict(spec), "members": args.members})
     default_dir = Path(__file__).resolve().parent / ".cache" / ("meta-quick" if args.quick else "meta-full")
-    report = run(spec, args.workdir or default_dir, args.top_k, args.mlp_steps)
+    report = run(
+        spec, args.workdir or default_dir, args.top_k, args.mlp_steps, args.factors_all or args.quick
+    )
     print_report(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

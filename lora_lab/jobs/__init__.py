@@ -40,6 +40,14 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if previous and previous.get("status") == "ok":  # a requeued or repeated finished job is not redone
         log.info("%s already finished (status ok); skipping", run_dir)
         return {**previous, "skipped": True}
+    # hardware.num_processes > 1: relaunch as N ranks (and return rank 0's metrics), or join the process group
+    # as one rank; ranks > 0 run without eval/logger in a scratch dir (training/distributed.py).
+    from lora_lab.training.distributed import prepare
+
+    launch = prepare(raw_cfg, run_dir)
+    if launch.metrics is not None:
+        return launch.metrics
+    raw_cfg, run_dir, metrics_path = launch.cfg, launch.run_dir, launch.run_dir / METRICS_FILE
 
     started = time.perf_counter()
     identity: dict[str, Any] = {key: _name_of(raw_cfg, key) for key in ("method", "task", "model")}
@@ -80,7 +88,7 @@ def primary_score(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
     """One comparable number per job: the task's primary metric after training (or of the evaluation)."""
     from lora_lab.tasks import TASKS
 
-    name = TASKS.get(cfg.task.name).primary_metric
+    name = metrics.get("primary_metric") or TASKS.get(cfg.task.name).primary_metric
     for stage in ("after", "eval", "before"):
         if f"{stage}_{name}" in metrics:
             return {"primary_metric": name, "score": metrics[f"{stage}_{name}"]}

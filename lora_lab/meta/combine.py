@@ -32,6 +32,7 @@ from lora_lab.meta.adapters import (
     resolve_dtype,
     write_adapter,
 )
+from lora_lab.meta.threads import threads_for, torch_threads
 from lora_lab.registry import Registry
 
 Factors = tuple[torch.Tensor, torch.Tensor]  # (A (r, d_in), B (d_out, r))
@@ -48,6 +49,10 @@ class ModuleMixer:
 
     def result(self) -> Factors:
         raise NotImplementedError
+
+    def work_elements(self) -> int:
+        """Size of the largest matrix `result` works on, to decide whether threading pays off."""
+        return 0
 
 
 class FactorMixer(ModuleMixer):
@@ -100,6 +105,9 @@ class DeltaMixer(ModuleMixer):
 
 class SvdMixer(DeltaMixer):
     """The concatenation of `delta`, truncated to `rank` at the end (holds r*k factors until then)."""
+
+    def work_elements(self) -> int:
+        return 0 if self.a_cat is None or self.b_cat is None else max(self.a_cat.numel(), self.b_cat.numel())
 
     def result(self) -> Factors:
         return truncated_svd_factors(*super().result(), self.rank)
@@ -220,23 +228,29 @@ def predict_adapter(
     modules: list[str] = []
     mixers: dict[str, ModuleMixer] = {}
     dtype = torch.float32
-    for slot, (index, weight) in enumerate(zip(kept, weights, strict=True)):
-        reader = AdapterReader(member_dirs[index])
-        if slot == 0:
-            modules, dtype = reader.modules, resolve_dtype(output_dtype, reader.dtype())
-            mixers = {module: combiner.mixer(len(kept), new_rank) for module in modules}
-        elif reader.modules != modules:
-            missing = sorted(set(modules) ^ set(reader.modules))[0]
-            raise DataError(f"{reader.path}: LoRA module {missing!r} differs from the first member's modules")
-        for module in modules:
-            try:
-                mixers[module].add(slot, float(weight), *reader.factors(module))
-            except ValueError as error:
-                raise DataError(f"{reader.path}: module {module!r}: {error}") from error
-        reader.close()
+    # Folding a member in is a copy or an axpy: memory-bound, one thread is as fast and immune to oversubscription.
+    with torch_threads(1):
+        for slot, (index, weight) in enumerate(zip(kept, weights, strict=True)):
+            reader = AdapterReader(member_dirs[index])
+            if slot == 0:
+                modules, dtype = reader.modules, resolve_dtype(output_dtype, reader.dtype())
+                mixers = {module: combiner.mixer(len(kept), new_rank) for module in modules}
+            elif reader.modules != modules:
+                missing = sorted(set(modules) ^ set(reader.modules))[0]
+                raise DataError(
+                    f"{reader.path}: LoRA module {missing!r} differs from the first member's modules"
+                )
+            for module in modules:
+                try:
+                    mixers[module].add(slot, float(weight), *reader.factors(module))
+                except ValueError as error:
+                    raise DataError(f"{reader.path}: module {module!r}: {error}") from error
+            reader.close()
     tensors: dict[str, torch.Tensor] = {}
     for module in modules:
-        a_new, b_new = mixers.pop(module).result()  # pop: free each module's work buffers as we go
+        mixer = mixers.pop(module)  # pop: free each module's work buffers as we go
+        with torch_threads(threads_for(mixer.work_elements())):  # svd's QR pays off threading when large
+            a_new, b_new = mixer.result()
         key_a, key_b = factor_keys(module)
         tensors[key_a], tensors[key_b] = a_new.to(dtype), b_new.to(dtype)
     new_alpha = alpha_for_scale(lora_scale(config), new_rank, bool(config.get("use_rslora")))

@@ -43,6 +43,10 @@ class Method:
     def model_load_kwargs(self) -> dict[str, Any]:
         return {}
 
+    def prepare_loaded(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Adjust the model right after loading, before anything runs it (QLoRA: keep CPU 4-bit layers trainable)."""
+        return model
+
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 

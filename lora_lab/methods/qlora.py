@@ -4,6 +4,12 @@ The base is quantised while loading (`model_load_kwargs`), `prepare_model_for_kb
 base, float32 norms and embeddings, input grads), then the same LoraConfig as `method=lora` goes on top. Compute
 runs in `hardware.precision`. bitsandbytes runs 4-bit layers on CPU as well as CUDA.
 
+On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit layer the first time it runs in eval mode without
+grad (a bf16 inference kernel) and, once repacked, the layer no longer passes gradients to its input: QLoRA
+after the recipe's "before" evaluation would silently train on partial gradients. `prepare_loaded` (right
+after loading) turns that fast path off, so every 4-bit layer stays on the exact float dequantise + matmul
+path for evaluation and training alike.
+
 The adapter is a standard peft LoRA adapter. `merge_adapter` folds it into a *dequantised* base (float weights
 W_deq + scale·B·A): re-quantising after the merge would add a second rounding, so the merged model reproduces
 the trained 4-bit model's outputs instead of drifting from them.
@@ -47,6 +53,20 @@ def quantization_config(cfg) -> BitsAndBytesConfig:
     )
 
 
+def keep_4bit_trainable(model: torch.nn.Module) -> torch.nn.Module:
+    """Turn off bitsandbytes' CPU bf16 inference repacking (see the module docstring); undo it where it ran."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            weight = module.weight
+            if getattr(weight.quant_state, "packing_format_for_cpu", False):
+                weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, weight.quant_state)
+    return model
+
+
 def unpacked_numel(param: torch.nn.Parameter) -> int:
     """A 4-bit weight stores two values per byte; its quant state knows the real shape."""
     state = getattr(param, "quant_state", None)
@@ -69,9 +89,12 @@ class QloraMethod(LoraMethod):
     def model_load_kwargs(self) -> dict[str, Any]:
         return {"quantization_config": quantization_config(self.cfg)}
 
+    def prepare_loaded(self, model: torch.nn.Module) -> torch.nn.Module:
+        return keep_4bit_trainable(model)
+
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=bool(self.cfg.train.gradient_checkpointing)
+            keep_4bit_trainable(model), use_gradient_checkpointing=bool(self.cfg.train.gradient_checkpointing)
         )
         self._model = get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg)))
         return self._model
@@ -118,10 +141,10 @@ def dequantised_merge(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
     return base
 
 
-def _load_peft(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
+def _load_on_4bit(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, str(folder))
+    return PeftModel.from_pretrained(keep_4bit_trainable(base), str(folder))
 
 
-ADAPTER_FORMATS.add("peft_4bit", AdapterFormat(load=_load_peft, merge=dequantised_merge))
+ADAPTER_FORMATS.add("peft_4bit", AdapterFormat(load=_load_on_4bit, merge=dequantised_merge))

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lora_lab.methods.base import Method
+from lora_lab.training import distributed
 from lora_lab.training.batching import batch_order, collate, count_targets
 from lora_lab.training.loss import model_loss
 from lora_lab.training.tokenize import Features
@@ -38,6 +39,7 @@ class TrainResult:
     losses: list[float]
     tokens: int
     seconds: float
+    replica_max_abs_diff: float | None = None  # data-parallel runs: trainable weights' spread across ranks
 
     @property
     def tokens_per_second(self) -> float:
@@ -51,6 +53,14 @@ def autocast_context(device: torch.device, precision: str):
     if device.type == "cuda" and precision in {"bfloat16", "float16"}:
         return torch.autocast("cuda", dtype=getattr(torch, precision))
     return contextlib.nullcontext()
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, tcfg: DictConfig):
+    """The learning-rate schedule of `train`; also used to rebuild it before a checkpoint is restored."""
+    return get_scheduler(
+        tcfg.scheduler, optimizer, num_warmup_steps=math.ceil(tcfg.warmup_ratio * tcfg.max_steps),
+        num_training_steps=tcfg.max_steps,
+    )
 
 
 def train(
@@ -71,15 +81,14 @@ def train(
     tcfg = cfg.train
     state = state or TrainState()
     optimizer = optimizer or method.build_optimizer(model)
-    scheduler = scheduler or get_scheduler(
-        tcfg.scheduler, optimizer, num_warmup_steps=math.ceil(tcfg.warmup_ratio * tcfg.max_steps),
-        num_training_steps=tcfg.max_steps,
-    )
+    scheduler = scheduler or build_scheduler(optimizer, tcfg)
     if tcfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
-    forward = torch.compile(model) if tcfg.compile else model
+    # Data-parallel: DDP all-reduces (averages) gradients on the last micro-batch of each step (no_sync before).
+    ddp = distributed.wrap_model(model, device) if world_size > 1 else None
+    forward = torch.compile(ddp or model) if tcfg.compile else (ddp or model)
 
     answer_only = bool(tcfg.answer_only_logits) and cfg.model.kind == "causal_lm"
     lengths = [len(f.input_ids) for f in features]
@@ -96,18 +105,25 @@ def train(
         window = [next(batches) for _ in range(tcfg.grad_accum * world_size)][rank::world_size]
         micro = [collate([features[i] for i in idx], pad_id, left=answer_only) for idx in window]
         answer_tokens = [count_targets(b["labels"]) for b in micro]
-        total_answer = max(sum(answer_tokens), 1)
-        step_loss = 0.0
-        for batch, n_answer in zip(micro, answer_tokens, strict=True):
+        # Normalise by the GLOBAL answer-token count; x world_size undoes DDP's averaging over ranks.
+        total_answer = max(distributed.global_sum([sum(answer_tokens)], device)[0] if ddp else sum(answer_tokens), 1)
+        step_loss, step_tokens = 0.0, 0
+        for i, (batch, n_answer) in enumerate(zip(micro, answer_tokens, strict=True)):
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with autocast_context(device, cfg.hardware.precision):
-                loss = model_loss(forward, batch, answer_only_logits=answer_only) * (n_answer / total_answer)
-            extra = method.extra_loss(model)
-            if extra is not None:
-                loss = loss + extra / len(micro)
-            loss.backward()
-            step_loss += float(loss.detach())
-            state.tokens += int(batch["attention_mask"].sum()) * world_size
+            sync = ddp.no_sync() if ddp is not None and i < len(micro) - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast_context(device, cfg.hardware.precision):
+                    share = model_loss(forward, batch, answer_only_logits=answer_only) * (n_answer / total_answer)
+                loss = share * world_size
+                extra = method.extra_loss(model)
+                if extra is not None:
+                    loss = loss + extra / len(micro)
+                loss.backward()
+            step_loss += float(share.detach()) + (float(extra.detach()) / len(micro) / world_size if extra is not None else 0.0)
+            step_tokens += int(batch["attention_mask"].sum())
+        if ddp is not None:
+            step_loss, step_tokens = distributed.global_sum([step_loss, step_tokens], device)
+        state.tokens += int(step_tokens)
         method.after_backward(model, state.step)
         if tcfg.max_grad_norm and tcfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(method.trainable_parameters(model), tcfg.max_grad_norm)
@@ -124,4 +140,6 @@ def train(
             on_step(state, {"optimizer": optimizer, "scheduler": scheduler})
     progress.close()
     model.eval()
-    return TrainResult(steps=state.step, losses=state.losses, tokens=state.tokens, seconds=state.seconds)
+    spread = distributed.replica_max_abs_diff(method.trainable_parameters(model)) if ddp is not None else None
+    return TrainResult(steps=state.step, losses=state.losses, tokens=state.tokens, seconds=state.seconds,
+                       replica_max_abs_diff=spread)

@@ -60,13 +60,13 @@ class Built:
 def base_model(cfg: DictConfig, method: Method | None = None) -> torch.nn.Module:
     """The tiny base model, identical on every call (seeded), loaded the way the method loads it."""
     model, _ = load_model_and_tokenizer(cfg, method.model_load_kwargs() if method else {})
-    return model.eval()
+    return (method.prepare_loaded(model) if method else model).eval()
 
 
 def build(cfg: DictConfig) -> Built:
     method = METHODS.get(cfg.method.name)(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
-    return Built(cfg, method, method.apply(model), tokenizer)
+    return Built(cfg, method, method.apply(method.prepare_loaded(model)), tokenizer)
 
 
 def features(built: Built) -> list:

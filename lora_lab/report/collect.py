@@ -1,0 +1,88 @@
+"""Collect one record per job of a multirun dir: its overrides and its metrics.json (or why it has none)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lora_lab.utils.io import read_json
+
+MISSING = "missing"
+
+
+@dataclass
+class JobRecord:
+    num: int
+    run_dir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.metrics.get("status", MISSING))
+
+    def value(self, key: str) -> Any:
+        """A grouping key: the job's override first, then a field of its metrics.json (method, task, ...)."""
+        if key in self.overrides:
+            return self.overrides[key]
+        return self.metrics.get(key)
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _read_overrides(job_dir: Path) -> dict[str, str] | None:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    return dict(_split(str(o)) for o in OmegaConf.load(path))
+
+
+def expected_jobs(sweep_dir: Path) -> list[dict[str, str]]:
+    """The jobs the sweep asked for, in Hydra's job-number order (the basic sweeper's cartesian product of the
+    command-line overrides in `multirun.yaml`); empty when it cannot be read."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return []
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        hydra_cfg = OmegaConf.load(path).hydra
+        # like BasicSweeper: `hydra.sweeper.params` (e.g. an experiment preset's grid) first, then the command line
+        params = hydra_cfg.get("sweeper", {}).get("params") or {}
+        arguments = [f"{k}={v}" for k, v in params.items()] + list(hydra_cfg.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        axes: dict[str, list[tuple[str, str]]] = {}  # a later override of the same key replaces it in place
+        for override in parsed:
+            key = override.get_key_element()
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
+                override.get_value_element_as_str()]
+            axes[key] = [(key.lstrip("+~"), v) for v in values]
+    except Exception:  # noqa: BLE001 — a report must not fail on an unusual sweep file; job dirs still count
+        return []
+    return [dict(combo) for combo in itertools.product(*axes.values())]
+
+
+def collect(sweep_dir: Path) -> list[JobRecord]:
+    """One record per job: numeric subdirs of the sweep dir, plus jobs that `multirun.yaml` expects but that
+    never created their dir (status `missing`)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"no such multirun dir: {sweep_dir}")
+    expected = expected_jobs(sweep_dir)
+    found = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    records = []
+    for num in sorted(set(found) | set(range(len(expected)))):
+        job_dir = found.get(num, sweep_dir / str(num))
+        overrides = _read_overrides(job_dir)
+        if overrides is None:
+            overrides = dict(expected[num]) if num < len(expected) else {}
+        metrics = read_json(job_dir / "metrics.json") or {}
+        records.append(JobRecord(num=num, run_dir=job_dir, overrides=overrides, metrics=metrics))
+    return records

@@ -1,0 +1,96 @@
+"""Tables over collected jobs: the flat `results.csv` (one line per job) and the pivoted Markdown table."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lora_lab.report.collect import MISSING, JobRecord
+
+CSV_FIRST = ["job", "status"]
+
+
+def write_csv(records: Sequence[JobRecord], path: Path) -> None:
+    override_keys = list(dict.fromkeys(k for r in records for k in r.overrides))
+    metric_keys = sorted({k for r in records for k in r.metrics} - {"status"})
+    header = [*CSV_FIRST, *override_keys, *[k for k in metric_keys if k not in override_keys]]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
+        writer.writeheader()
+        for r in records:
+            writer.writerow({**r.metrics, **r.overrides, "job": r.num, "status": r.status})
+
+
+def label(record: JobRecord, keys: Sequence[str]) -> str:
+    if not keys:
+        return "all"
+    parts = [record.value(k) for k in keys]
+    return ", ".join("-" if p is None else str(p) for p in parts)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+class Cell:
+    """All jobs that land in one (row, column): mean of the ok jobs' metric; failures are counted, not hidden."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.failed = 0
+        self.missing = 0
+        self.no_metric = 0
+
+    def add(self, record: JobRecord, metric: str) -> None:
+        if record.status == "ok":
+            value = _number(record.metrics.get(metric))
+            if value is None:
+                self.no_metric += 1
+            else:
+                self.values.append(value)
+        elif record.status == MISSING:
+            self.missing += 1
+        else:
+            self.failed += 1
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
+
+    def text(self, digits: int = 4) -> str:
+        notes = [f"{n} {what}" for n, what in ((self.failed, "failed"), (self.missing, "missing"),
+                                               (self.no_metric, "n/a")) if n]
+        if self.mean is None:
+            if not notes:
+                return ""
+            return notes[0].split(" ", 1)[1] if len(notes) == 1 and notes[0].startswith("1 ") else " + ".join(notes)
+        main = f"{self.mean:.{digits}g}" + (f" (n={len(self.values)})" if len(self.values) > 1 else "")
+        return main + (f" + {', '.join(notes)}" if notes else "")
+
+
+def pivot(records: Sequence[JobRecord], rows: Sequence[str], cols: Sequence[str], metric: str
+          ) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
+    row_labels = list(dict.fromkeys(label(r, rows) for r in records))
+    col_labels = list(dict.fromkeys(label(r, cols) for r in records))
+    cells: dict[tuple[str, str], Cell] = {}
+    for r in records:
+        cells.setdefault((label(r, rows), label(r, cols)), Cell()).add(r, metric)
+    return row_labels, col_labels, cells
+
+
+def markdown(records: Sequence[JobRecord], rows: Sequence[str], cols: Sequence[str], metric: str) -> str:
+    row_labels, col_labels, cells = pivot(records, rows, cols, metric)
+    corner = f"{' × '.join(rows) or 'rows'} \\ {' × '.join(cols) or 'cols'}"
+    lines = [f"| {corner} | " + " | ".join(col_labels) + " |",
+             "|---|" + "---|" * len(col_labels)]
+    for row in row_labels:
+        texts = [cells[(row, col)].text() if (row, col) in cells else "" for col in col_labels]
+        lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    counts = {s: sum(r.status == s for r in records) for s in dict.fromkeys(r.status for r in records)}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return f"{metric} ({len(records)} jobs: {summary})\n\n" + "\n".join(lines) + "\n"

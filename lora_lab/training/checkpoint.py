@@ -1,0 +1,182 @@
+"""Training checkpoints, so a preempted or killed job continues where it stopped instead of starting over.
+
+A checkpoint is `<run_dir>/checkpoint/`: `state.pt` (trainable weights, optimizer, scheduler, RNG states, the
+method's own state, the `TrainState`) and a small `meta.json` (step, loss history) for humans and tests. It is
+written into a temp folder beside it and swapped in by rename, so a kill during the write leaves the previous
+checkpoint intact.
+
+Resume is explicit (`resume=true`, rerun in the same `hydra.run.dir`) or automatic for a job that SLURM /
+submitit started again after a preemption or timeout: hydra-submitit-launcher resubmits the same job into the
+same run dir, so that job must pick up its own checkpoint by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from lora_lab.training.loop import TrainState
+from lora_lab.utils.io import atomic_write_json, read_json
+
+log = logging.getLogger("lora_lab")
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (checkpoint_dir(run_dir) / STATE_FILE).is_file()
+
+
+def is_requeued_job() -> bool:
+    """True in a job that SLURM requeued (preemption, or submitit's resubmission after a timeout)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    except ValueError:
+        return False
+
+
+def is_submitit_job() -> bool:
+    # Under submitit every sweep job has its own fresh run dir, so a checkpoint found there can only be
+    # this job's own from an earlier attempt (a resubmission keeps the job's folder).
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
+def should_resume(cfg: DictConfig, run_dir: Path) -> bool:
+    if not has_checkpoint(run_dir):
+        return False
+    return bool(cfg.get("resume", False)) or is_requeued_job() or is_submitit_job()
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only what training changes: trainable parameters (the adapter), not the frozen base model."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer, scheduler, state: TrainState) -> Path:
+    """Write the checkpoint atomically (temp dir + rename); returns its folder."""
+    target = checkpoint_dir(run_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "step": state.step,
+        "train_state": asdict(state),
+        "trainable": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "method": method.state_dict(),
+        "rng": _rng_states(),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-", dir=target.parent))
+    try:
+        torch.save(payload, tmp / STATE_FILE)
+        atomic_write_json(tmp / META_FILE, {"step": state.step, "losses": list(state.losses)})
+        old = target.with_name(f".{CHECKPOINT_DIR}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer, scheduler) -> TrainState:
+    """Restore weights, optimizer, scheduler, method state and RNG in place; returns the saved TrainState."""
+    path = checkpoint_dir(run_dir) / STATE_FILE
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    params = dict(model.named_parameters())
+    missing = [name for name in payload["trainable"] if name not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} does not fit the model: unknown parameters {missing[:3]}")
+    with torch.no_grad():
+        for name, value in payload["trainable"].items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(payload["optimizer"])
+    if scheduler is not None and payload.get("scheduler") is not None:
+        scheduler.load_state_dict(payload["scheduler"])
+    method.load_state_dict(payload.get("method") or {})
+    _set_rng_states(payload["rng"])
+    log.info("resumed from %s at step %d", path.parent, payload["step"])
+    return TrainState(**payload["train_state"])
+
+
+def checkpoint_meta(run_dir: Path) -> dict[str, Any] | None:
+    return read_json(checkpoint_dir(run_dir) / META_FILE)
+
+
+class Checkpointing:
+    """The fine-tuning recipe's glue to this module: restore before training, then per step log the train
+    metrics and write a checkpoint every `train.checkpoint_every` steps (0 = never)."""
+
+    def __init__(self, ctx, model: torch.nn.Module, method, *, rank: int = 0):
+        self.ctx, self.model, self.method, self.rank = ctx, model, method, rank
+        self.every = int(ctx.cfg.train.get("checkpoint_every") or 0)
+        self.resumed_from = 0
+
+    def restore(self) -> dict[str, Any]:
+        """Keyword arguments for `train`: a restored state/optimizer/scheduler, or nothing for a fresh start."""
+        from lora_lab.training.loop import build_scheduler
+
+        run_dir = self.ctx.run_dir
+        if not should_resume(self.ctx.cfg, run_dir):
+            if self.ctx.cfg.get("resume", False):
+                log.warning("resume=true but %s has no checkpoint; starting from step 0", checkpoint_dir(run_dir))
+            return {}
+        optimizer = self.method.build_optimizer(self.model)
+        scheduler = build_scheduler(optimizer, self.ctx.cfg.train)
+        state = load_checkpoint(run_dir, model=self.model, method=self.method, optimizer=optimizer,
+                                scheduler=scheduler)
+        self.resumed_from = state.step
+        return {"state": state, "optimizer": optimizer, "scheduler": scheduler}
+
+    def on_step(self, state: TrainState, extras: dict) -> None:
+        cfg = self.ctx.cfg
+        scheduler = extras.get("scheduler")
+        if state.step % max(int(cfg.train.log_every), 1) == 0 or state.step == cfg.train.max_steps:
+            record = {"train_loss": state.losses[-1]}
+            if scheduler is not None:
+                record["lr"] = float(scheduler.get_last_lr()[0])
+            self.ctx.logger.log(record, step=state.step)
+        if self.rank == 0 and self.every > 0 and state.step % self.every == 0 and state.step < cfg.train.max_steps:
+            save_checkpoint(self.ctx.run_dir, model=self.model, method=self.method,
+                            optimizer=extras["optimizer"], scheduler=scheduler, state=state)
+
+    def summary(self, losses: list[float]) -> dict[str, Any]:
+        """Metrics about resuming; the full loss history goes to `train_losses.json` beside metrics.json."""
+        if self.rank == 0:
+            atomic_write_json(Path(self.ctx.run_dir) / "train_losses.json",
+                              {"resumed_from_step": self.resumed_from, "losses": list(losses)})
+        return {"resumed_from_step": self.resumed_from}

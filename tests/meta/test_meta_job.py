@@ -1,0 +1,80 @@
+"""End to end: train a small bank with the project's own LoRA runs, then generate an adapter leave-one-out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from peft import PeftModel
+
+from lora_lab.meta.from_runs import build_bank_from_runs
+
+
+def lora_lab(args: list[str], outputs: Path) -> None:
+    env = {**os.environ, "LORA_LAB_OUTPUTS": str(outputs), "HF_HUB_OFFLINE": "1"}
+    env.pop("LORA_LAB_RUN_TOKEN", None)
+    result = subprocess.run([sys.executable, "-m", "lora_lab", *args], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bank")
+    common = ["model=tiny", "method=lora", "train.max_steps=3", "train.batch_size=4", "task.num_train=40",
+              "task.num_test=4", "eval.before=false", "eval.after=false", "print_summary=false"]
+    lora_lab(["-m", *common, "task.max_operand=5,9,60,90"], root / "runs")
+    sweep = next((root / "runs" / "multiruns").iterdir())
+    build_bank_from_runs(sweep, root / "bank")
+    return root / "bank"
+
+
+def test_bank_index_lists_every_finished_job(bank: Path) -> None:
+    index = json.loads((bank / "bank.json").read_text())
+    assert index["base_model"] == "tiny" and len(index["members"]) == 4
+    assert all((bank / m["adapter"] / "adapter_model.safetensors").is_file() for m in index["members"])
+
+
+@pytest.mark.parametrize("version,combine", [("base", "factors"), ("normalized", "delta"), ("mlp", "svd")])
+def test_meta_job_leaves_the_target_out_and_writes_a_loadable_adapter(bank: Path, tmp_path: Path,
+                                                                       version: str, combine: str) -> None:
+    lora_lab(["model=tiny", "method=meta", f"method.bank_dir={bank}", "method.target=arith_0",
+              f"method.version={version}", f"method.combine={combine}", "metric=js", "task.eval_limit=4",
+              "eval.before=false", "print_summary=false", "method.mlp.steps=20"], tmp_path)
+    run = next((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics.get("error")
+    assert metrics["target"] == "arith_0" and metrics["bank_size"] == 4
+    chosen = [metrics[f"top{i}_member"] for i in (1, 2, 3) if metrics[f"top{i}_coefficient"] > 0]
+    assert "arith_0" not in chosen  # leave-one-out
+    assert abs(sum(metrics[f"top{i}_coefficient"] for i in (1, 2, 3, 4)) - 1) < 1e-6
+    # the nearest dataset (operands up to 9 vs 5) gets the largest weight under every version
+    assert metrics["top1_member"] == "arith_1"
+    assert all(k in metrics for k in ("time_distances_s", "time_predict_s", "after_accuracy"))
+
+    from omegaconf import OmegaConf
+
+    from lora_lab.cli import CONF_DIR
+    from lora_lab.models.tiny import build_char_tokenizer, build_tiny_model
+
+    tok = build_char_tokenizer()
+    options = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "tiny.yaml").tiny)
+    base = build_tiny_model(tok, options, kind="causal_lm", num_labels=2, seed=0)
+    tuned = PeftModel.from_pretrained(base, str(run / "adapter"))
+    ids = tok(["Ava has 3 apples."], return_tensors="pt")
+    with torch.no_grad():
+        out = tuned(**ids).logits
+    assert np.isfinite(out.numpy()).all()
+
+
+def test_meta_without_bank_fails_clearly(tmp_path: Path) -> None:
+    env = {**os.environ, "LORA_LAB_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "lora_lab", "model=tiny", "method=meta"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "method.bank_dir" in result.stderr
