@@ -39,6 +39,7 @@ from lora_lab.meta.combine import predict_adapter  # noqa: E402
 from lora_lab.meta.distances import pairwise_distance  # noqa: E402
 from lora_lab.meta.gram import bank_gram_matrix, reconstruction_error  # noqa: E402
 from lora_lab.meta.mlp import train_mlp_transform  # noqa: E402
+from lora_lab.meta.threads import torch_threads  # noqa: E402
 
 METRICS = ("wd", "kl", "js", "mmd")
 PAPER_CPU_HOURS = (6.0, 8.0)  # reported for the 12 settings on a 20-core laptop
@@ -98,6 +99,7 @@ class Stopwatch:
             def __exit__(self, *exc):
                 watch.results[name] = time.perf_counter() - self.start
                 watch.cpu[name] = time.process_time() - self.cpu_start
+                print(f"  [{name}] {watch.results[name]:.2f} s", file=sys.stderr, flush=True)
 
         return _Timer()
 
@@ -190,12 +192,14 @@ def prepare(spec: BankSpec, workdir: Path, watch: Stopwatch) -> tuple[Path, np.n
 
 
 def read_members_once(adapter_dirs: list[Path]) -> None:
-    """The reference cost: every tensor of every used member read once into float32."""
-    for directory in adapter_dirs:
-        reader = AdapterReader(directory)
-        for key in reader.keys():
-            reader.tensor(key)
-        reader.close()
+    """The reference cost: every tensor of every used member read once into float32 (single-threaded, the
+    fastest way to do these small conversions, as prediction does)."""
+    with torch_threads(1):
+        for directory in adapter_dirs:
+            reader = AdapterReader(directory)
+            for key in reader.keys():
+                reader.tensor(key)
+            reader.close()
 
 
 def run(spec: BankSpec, workdir: Path, top_k: int, mlp_steps: int, factors_all: bool) -> dict:
@@ -255,12 +259,16 @@ def run(spec: BankSpec, workdir: Path, top_k: int, mlp_steps: int, factors_all: 
             read_members_once(used_dirs)
         with watch(f"predict_{label}"):
             prediction = predict_adapter(bank.adapter_dirs, row, out_dir, mode=mode, top_k=mode_top_k)
+        read_s = watch.results[f"read_{label}"]
         predictions[label] = {
             "members": len(prediction.member_indices),
             "rank": prediction.rank,
-            "read_s": watch.results[f"read_{label}"],
+            "read_s": read_s,
+            "combine_s": prediction.seconds["combine"],
+            "write_s": prediction.seconds["write"],
             "predict_s": watch.results[f"predict_{label}"],
-            "ratio": watch.results[f"predict_{label}"] / watch.results[f"read_{label}"],
+            "combine_over_read": prediction.seconds["combine"] / read_s,
+            "predict_over_read": watch.results[f"predict_{label}"] / read_s,
         }
     rss["after_predict"] = peak_rss_mib()
 
@@ -297,12 +305,14 @@ def print_report(report: dict) -> None:
     for name, seconds in times.items():
         print(f"{name:<38}{seconds:>10.2f}{report['cpu_s'][name]:>10.2f}")
     print(
-        f"\n{'predict (one target)':<24}{'members':>8}{'rank':>6}{'read s':>9}{'predict s':>11}{'ratio':>7}"
+        f"\n{'predict (one target)':<22}{'members':>8}{'rank':>6}{'read s':>8}{'combine s':>10}{'write s':>9}"
+        f"{'total s':>9}{'combine/read':>14}{'total/read':>12}"
     )
     for label, row in report["predictions"].items():
         print(
-            f"{label:<24}{row['members']:>8}{row['rank']:>6}{row['read_s']:>9.2f}"
-            f"{row['predict_s']:>11.2f}{row['ratio']:>7.2f}"
+            f"{label:<22}{row['members']:>8}{row['rank']:>6}{row['read_s']:>8.2f}{row['combine_s']:>10.2f}"
+            f"{row['write_s']:>9.2f}{row['predict_s']:>9.2f}{row['combine_over_read']:>14.2f}"
+            f"{row['predict_over_read']:>12.2f}"
         )
     print("\nheld-out relative reconstruction error ||C Theta - Theta||^2 / ||Theta||^2:")
     for setting, error in report["held_out_relative_error"].items():

@@ -1,54 +1,12 @@
-"""Shared test helpers: compose the real config tree with overrides, run jobs in temp dirs, find local data."""
+"""Fixtures for every test; the helper functions live in lab_helpers.py (importable by a unique name)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
-from lora_lab.cli import CONF_DIR, register_resolvers
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("LORA_LAB_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-# Overrides that make any job finish in seconds on the tiny random model.
-TINY = [
-    "model=tiny", "task=arith", "task.num_train=64", "task.num_test=8", "task.eval_limit=8",
-    "train.max_steps=4", "train.batch_size=4", "eval.batch_size=8", "print_summary=false",
-]
-
-
-def compose_cfg(overrides: list[str] | None = None, *, return_hydra_config: bool = False) -> DictConfig:
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
-    return cfg
-
-
-def tiny_cfg(*extra: str) -> DictConfig:
-    return compose_cfg([*TINY, *extra])
-
-
-def validated_cfg(*overrides: str, tiny: bool = True) -> DictConfig:
-    """A composed AND schema-validated config (defaults filled in), for calling components directly."""
-    from lora_lab.config.validate import validate_config
-
-    return validate_config(tiny_cfg(*overrides) if tiny else compose_cfg(list(overrides)))
-
-
-def shared_data(*parts: str) -> Path:
-    """A path under the shared data folder, or skip the test with the reason."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"local data not present: {path}")
-    return path
+import lab_helpers  # noqa: F401  (sets the offline environment variables before any test runs)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import compose_cfg, shared_data
+from lab_helpers import compose_cfg, shared_data
 from omegaconf import DictConfig
 
 # Overrides that make a job on any task finish in seconds on the tiny random model.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import compose_cfg, tiny_cfg
+from lab_helpers import compose_cfg, tiny_cfg
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import open_dict
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import validated_cfg
+from lab_helpers import validated_cfg
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.models import load_model_and_tokenizer

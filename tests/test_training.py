@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import validated_cfg
+from lab_helpers import validated_cfg
 from peft import PeftModel
 
 from lora_lab.jobs.context import JobContext

@@ -1,4 +1,8 @@
-"""Batched greedy generation: left padding, KV cache, length-sorted batches, stop on EOS or stop strings."""
+"""Batched greedy generation: left padding, KV cache, length-sorted batches, stop on EOS or stop strings.
+
+`generate` derives position ids from the attention mask, so left padding does not shift a row's positions, and
+it ends a batch as soon as every row is finished (EOS or a stop string), not at `max_new_tokens`.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,17 @@ class StopOnStrings(StoppingCriteria):
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
         done = [any(stop in text for stop in self.stop_strings) for text in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def eos_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The tokenizer's EOS plus any the model's generation config lists (chat models often end turns with one
+    of several tokens; passing only the tokenizer's would let the others run on to `max_new_tokens`)."""
+    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for token in configured if isinstance(configured, list | tuple) else [configured]:
+        if token is not None and token not in ids:
+            ids.append(int(token))
+    return ids
 
 
 def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
@@ -56,6 +71,7 @@ def generate_batched(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     outputs: list[str] = [""] * len(prompts)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop_ids = eos_ids(model, tokenizer)
     was_training = model.training
     model.eval()
     for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, leave=False,
@@ -71,8 +87,9 @@ def generate_batched(
             if stop_strings else {}
         generated = model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
-            use_cache=True, **extra,
+            do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=stop_ids, use_cache=True,
+            # plain greedy: a hub generation_config's sampling-era penalties must not leak into evaluation
+            repetition_penalty=1.0, no_repeat_ngram_size=0, **extra,
         )
         texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
         for i, text in zip(index, texts, strict=True):

@@ -150,13 +150,16 @@ def read_layout(path: str | Path) -> tuple[int, list[TensorSpan]]:
     return 8 + header_length, sorted(spans, key=lambda span: span.start)
 
 
-def read_flat(handle: BinaryIO, data_offset: int, start: int, end: int, dtype: str) -> torch.Tensor:
-    """Elements stored in bytes [start, end) of the data section, as a flat float32 tensor (one read)."""
-    buffer = bytearray(end - start)
+def read_bytes_into(handle: BinaryIO, data_offset: int, start: int, out: memoryview) -> None:
+    """Fill `out` with the bytes at [start, start + len(out)) of the data section (one sequential read)."""
     handle.seek(data_offset + start)
-    if handle.readinto(buffer) != len(buffer):
+    if handle.readinto(out) != len(out):
         raise DataError(f"{getattr(handle, 'name', 'safetensors file')}: truncated tensor data")
-    return torch.frombuffer(buffer, dtype=_SAFETENSORS_DTYPES[dtype]).to(torch.float32)
+
+
+def tensor_from_bytes(buffer: bytearray, dtype: str) -> torch.Tensor:
+    """Reinterpret raw safetensors bytes as a flat tensor of the stored dtype (no copy)."""
+    return torch.frombuffer(buffer, dtype=_SAFETENSORS_DTYPES[dtype])
 
 
 def dtype_size(dtype: str) -> int:

@@ -15,6 +15,7 @@ lora_alpha for the new rank. Modes:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,7 @@ class Prediction:
     rank: int
     lora_alpha: float
     config: dict = field(repr=False, default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # "combine" (read + mix) and "write"
 
 
 def predict_adapter(
@@ -225,11 +227,14 @@ def predict_adapter(
     )
     config = read_adapter_config(member_dirs[kept[0]])
     new_rank = combiner.output_rank(int(config["r"]), len(kept), rank)
-    modules: list[str] = []
-    mixers: dict[str, ModuleMixer] = {}
-    dtype = torch.float32
-    # Folding a member in is a copy or an axpy: memory-bound, one thread is as fast and immune to oversubscription.
+    started = time.perf_counter()
+    available_threads = torch.get_num_threads()
+    # Reading, converting and folding members in are memory-bound copies and axpys: one thread is as fast,
+    # and immune to the collapse of OpenMP teams when other processes occupy the cores.
     with torch_threads(1):
+        modules: list[str] = []
+        mixers: dict[str, ModuleMixer] = {}
+        dtype = torch.float32
         for slot, (index, weight) in enumerate(zip(kept, weights, strict=True)):
             reader = AdapterReader(member_dirs[index])
             if slot == 0:
@@ -246,18 +251,20 @@ def predict_adapter(
                 except ValueError as error:
                     raise DataError(f"{reader.path}: module {module!r}: {error}") from error
             reader.close()
-    tensors: dict[str, torch.Tensor] = {}
-    for module in modules:
-        mixer = mixers.pop(module)  # pop: free each module's work buffers as we go
-        with torch_threads(threads_for(mixer.work_elements())):  # svd's QR pays off threading when large
-            a_new, b_new = mixer.result()
-        key_a, key_b = factor_keys(module)
-        tensors[key_a], tensors[key_b] = a_new.to(dtype), b_new.to(dtype)
+        tensors: dict[str, torch.Tensor] = {}
+        for module in modules:
+            mixer = mixers.pop(module)  # pop: free each module's work buffers as we go
+            with torch_threads(threads_for(mixer.work_elements(), available_threads)):  # svd's QR/SVD
+                a_new, b_new = mixer.result()
+            key_a, key_b = factor_keys(module)
+            tensors[key_a], tensors[key_b] = a_new.to(dtype), b_new.to(dtype)
     new_alpha = alpha_for_scale(lora_scale(config), new_rank, bool(config.get("use_rslora")))
     config.update(r=new_rank, lora_alpha=_tidy(new_alpha), rank_pattern={}, alpha_pattern={})
+    combined = time.perf_counter()
     write_adapter(out_dir, tensors, config)
+    seconds = {"combine": combined - started, "write": time.perf_counter() - combined}
     return Prediction(
-        Path(out_dir), mode, kept.tolist(), weights.tolist(), new_rank, config["lora_alpha"], config
+        Path(out_dir), mode, kept.tolist(), weights.tolist(), new_rank, config["lora_alpha"], config, seconds
     )
 
 

@@ -17,7 +17,15 @@ import numpy as np
 import torch
 
 from lora_lab.config.errors import DataError
-from lora_lab.meta.adapters import TensorSpan, dtype_size, module_names, read_flat, read_layout, weights_path
+from lora_lab.meta.adapters import (
+    TensorSpan,
+    dtype_size,
+    module_names,
+    read_bytes_into,
+    read_layout,
+    tensor_from_bytes,
+    weights_path,
+)
 
 DEFAULT_GRAM_MEMORY_BYTES = 512 << 20
 
@@ -62,9 +70,12 @@ def bank_gram_matrix(
 
         def read_slab(slab: tuple[int, int, str]) -> torch.Tensor:
             start, end, dtype = slab
-            return torch.stack(
-                [read_flat(h, off, start, end, dtype) for h, off in zip(handles, offsets, strict=True)]
-            )
+            width = end - start
+            raw = bytearray(n * width)
+            view = memoryview(raw)
+            for row, (handle, offset) in enumerate(zip(handles, offsets, strict=True)):
+                read_bytes_into(handle, offset, start, view[row * width : (row + 1) * width])
+            return tensor_from_bytes(raw, dtype).view(n, -1).to(torch.float32)  # one large conversion
 
         pending = prefetch.submit(read_slab, slabs[0])
         for following in [*slabs[1:], None]:

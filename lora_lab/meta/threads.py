@@ -24,6 +24,6 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def threads_for(elements_per_op: int) -> int:
-    """One thread for small ops, all of them otherwise."""
-    return 1 if elements_per_op < SMALL_OP_ELEMENTS else torch.get_num_threads()
+def threads_for(elements_per_op: int, available: int | None = None) -> int:
+    """One thread for small ops, all `available` (default: the current setting) otherwise."""
+    return 1 if elements_per_op < SMALL_OP_ELEMENTS else (available or torch.get_num_threads())

@@ -83,6 +83,8 @@ class SparseDelta(nn.Module):
 
     def choose_support(self) -> None:
         """Fix S's support at the largest accumulated gradient squares; the values start at zero (ΔW unchanged)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self.grad_sq)  # every replica must pick the same support
         scores = self.grad_sq.flatten()
         self.set_support(torch.topk(scores, self.values.numel(), sorted=False).indices)
         self.probe = self.grad_sq = None
@@ -92,10 +94,13 @@ class SparseDelta(nn.Module):
         return sparse_linear(x, self.values, self.pattern, self.backend)
 
     def add_to_output(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        if self.ready:
+            return output + self(x).to(output.dtype)
         if self.probe is not None and torch.is_grad_enabled():
             output = _GradProbe.apply(output, x, self.probe)
-        if self.ready:
-            output = output + self(x).to(output.dtype)
+            # `values` join the graph with a zero contribution (zero grads, no Adam update), so DDP, which
+            # expects every trainable parameter to get a gradient each step, also works during the warm-up.
+            output = output + 0.0 * self.values.sum()
         return output
 
     @torch.no_grad()

@@ -22,8 +22,6 @@ import torch
 
 from lora_lab.registry import Registry
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-
 SPARSE_BACKENDS: Registry = Registry("sparse backend", "method.sparse_backend")
 
 
@@ -52,15 +50,20 @@ class SparsePattern:
         )
 
     def matrix(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+        return _csr_tensor(self.crow, self.col, values, self.shape)
 
     def transposed(self, values: torch.Tensor) -> torch.Tensor:
-        shape = (self.shape[1], self.shape[0])
-        return torch.sparse_csr_tensor(self.t_crow, self.t_col, values[self.t_order], shape, check_invariants=False)
+        return _csr_tensor(self.t_crow, self.t_col, values[self.t_order], (self.shape[1], self.shape[0]))
 
     def dense(self, values: torch.Tensor) -> torch.Tensor:
         flat = torch.zeros(self.shape[0] * self.shape[1], dtype=values.dtype, device=values.device)
         return flat.index_put((self.indices,), values).view(self.shape)
+
+
+def _csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]):
+    with warnings.catch_warnings():  # "CSR support is in beta": the ops used here are long-standing
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
 def _row_pointers(rows: torch.Tensor, n_rows: int) -> torch.Tensor:

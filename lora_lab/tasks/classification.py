@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar
 
 from omegaconf import DictConfig
@@ -42,6 +43,9 @@ def macro_f1(gold: list[int], predicted: list[int]) -> float:
         fn = sum(g == c and p != c for g, p in zip(gold, predicted, strict=True))
         total += 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
     return total / len(classes)
+
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.0*)?")
 
 
 def _words(text: str) -> str:
@@ -87,31 +91,45 @@ class ClassificationTask(Task):
     def clean_text(self, text: str) -> str:
         return " ".join(str(text).split())
 
+    @cached_property
+    def _label_ids(self) -> dict[str, int]:
+        """Every accepted spelling of a class: its id, its data name, its label word (normalised)."""
+        ids = {str(i): i for i in range(len(self.class_names))}
+        ids.update({_words(w): i for i, w in enumerate(self.cfg.label_words)})
+        ids.update({_words(n): i for i, n in enumerate(self.class_names)})
+        return ids
+
     def parse_label(self, value: Any, where: str) -> int:
         """A class id (int or digit string) or a class name / label word (any case) → class id."""
-        names = [_words(n) for n in self.class_names]
-        words = [_words(w) for w in self.cfg.label_words]
         text = str(value).strip()
-        if re.fullmatch(r"\d+", text) and int(text) < len(names):
-            return int(text)
-        for options in (names, words):
-            if _words(text) in options:
-                return options.index(_words(text))
-        choices = [*range(len(names)), *self.class_names]
+        if _NUMBER.fullmatch(text):  # numeric labels must be class ids as they stand (-1 is no class)
+            found = self._label_ids.get(str(int(float(text))))
+        else:
+            found = self._label_ids.get(_words(text))
+        if found is not None:
+            return found
+        choices = [*range(len(self.class_names)), *self.class_names]
         raise DataError(f"{where}: field 'label' has {value!r}, which is not a class of task {self.name!r} "
                         f"(choices: {', '.join(map(str, choices))})")
 
+    @cached_property
+    def _format(self) -> dict[str, Any]:
+        """Plain copies of the prompt settings: config lookups per record would dominate reading 60k rows."""
+        cfg = self.cfg
+        return {"instruction": cfg.instruction, "words": list(cfg.label_words), "max_chars": cfg.max_input_chars,
+                "system": cfg.system_prompt}
+
     def example(self, text: Any, label: Any, where: str) -> Example:
+        fmt = self._format
         label_id = self.parse_label(label, where)
         text = self.clean_text(text)
         if not text:
             raise DataError(f"{where}: field 'text' is empty")
-        if self.cfg.max_input_chars:
-            text = text[: self.cfg.max_input_chars]
-        words = list(self.cfg.label_words)
+        if fmt["max_chars"]:
+            text = text[: fmt["max_chars"]]
         return Example(
-            prompt=f"{self.cfg.instruction}\n\n{text}" if self.cfg.instruction else text,
-            target=words[label_id], choices=words, label=label_id, text=text, system=self.cfg.system_prompt,
+            prompt=f"{fmt['instruction']}\n\n{text}" if fmt["instruction"] else text,
+            target=fmt["words"][label_id], choices=fmt["words"], label=label_id, text=text, system=fmt["system"],
         )
 
     # ----- scoring -----

@@ -306,3 +306,35 @@ def test_hydra_sweep_on_repo_slurm_launcher_config(slurm_partition: str, tmp_pat
     ):
         assert f"#SBATCH {flag}" in script, f"{flag} missing from\n{script}"
     assert "--gpus-per-node" not in script
+
+
+def test_lora_lab_sweep_on_slurm_then_report(slurm_partition: str, tmp_path: Path) -> None:
+    """The real app end to end: a 3-job `lora-lab -m ... hydra/launcher=slurm` sweep on the tiny model, every
+    job's metrics.json says ok, then `lora-lab-report` summarises the sweep dir."""
+    import json
+
+    sweep_dir = tmp_path / "sweep"
+    run_command(
+        [
+            "lora-lab", "-m", "experiment=smoke", "method=lora", "method.r=2,4,8", "train.max_steps=4",
+            "train.checkpoint_every=2", "task.num_train=32", "task.eval_limit=4", "eval.before=false",
+            "print_summary=false", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm_partition}",
+            "hardware.slurm.mem_gb=2", "hardware.slurm.timeout_min=10", f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+        timeout=900,
+        env={"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LORA_LAB_OUTPUTS": str(tmp_path / "outputs")},
+    )  # fmt: skip
+    found = sorted(sweep_dir.glob("[0-9]*/metrics.json"))
+    assert [p.parent.name for p in found] == ["0", "1", "2"]
+    metrics = [json.loads(p.read_text()) for p in found]
+    assert [m["status"] for m in metrics] == ["ok", "ok", "ok"], metrics
+    assert all(m["train_steps"] == 4 and m["resumed_from_step"] == 0 for m in metrics)
+    assert list(sweep_dir.glob(".submitit/*/*submission.sh")), "the jobs did not go through sbatch"
+
+    report = run_command(["lora-lab-report", sweep_dir, "--rows", "method.r", "--cols", "task"], timeout=120)
+    assert "3 jobs: 3 ok" in report.stdout
+    for name in ("results.csv", "results.md", "results.png"):
+        assert (sweep_dir / name).is_file(), name
+    table = (sweep_dir / "results.md").read_text()
+    assert all(f"| {r} |" in table for r in (2, 4, 8))

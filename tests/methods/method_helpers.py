@@ -1,16 +1,15 @@
 """Helpers for the method tests: a validated tiny config, a model with the method applied, a short training run.
 
 The root `tests/conftest.py` is loaded by path: several test folders have a `conftest.py`, so a plain
-`from conftest import ...` resolves to whichever one pytest imported last.
+`from lab_helpers import ...` resolves to whichever one pytest imported last.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import DictConfig
 
@@ -24,10 +23,7 @@ from lora_lab.training.tokenize import tokenize_for_training
 
 warnings.filterwarnings("ignore", message=".*Merge lora module to 4-bit linear.*")
 
-_spec = importlib.util.spec_from_file_location("lora_lab_root_conftest", Path(__file__).parents[1] / "conftest.py")
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-tiny_cfg = _root.tiny_cfg
+from lab_helpers import tiny_cfg  # noqa: E402
 
 ALL_METHODS = ("lora", "qlora", "galore", "sparse_lora", "rosa", "hira")
 # Per-method overrides that make a few dozen tiny steps learn visibly (GaLore: full-parameter lr, small rank).
@@ -39,6 +35,15 @@ LEARNS = {
     "rosa": ["method.lr=1e-2", "method.mask_warmup_steps=5", "method.density=0.05"],
     "hira": ["method.lr=1e-2"],
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread is several times faster than two fighting over a busy CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def method_cfg(name: str, *overrides: str) -> DictConfig:

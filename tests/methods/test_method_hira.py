@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from method_helpers import base_model, build, logits, method_cfg
+from method_helpers import base_model, build, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from peft.tuners.hira.layer import HiraLayer
 
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from method_helpers import ALL_METHODS, LEARNS, base_model, build, fit, logits, method_cfg
+from method_helpers import ALL_METHODS, LEARNS, base_model, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 

@@ -4,7 +4,7 @@ configured density and never moves once fixed."""
 from __future__ import annotations
 
 import torch
-from method_helpers import build, features, logits, method_cfg, probe_ids
+from method_helpers import build, features, logits, method_cfg, one_thread, probe_ids  # noqa: F401  (one_thread: autouse)
 
 from lora_lab.jobs.steps import count_parameters
 from lora_lab.methods.rosa import nnz_for

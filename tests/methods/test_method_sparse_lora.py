@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from method_helpers import build, features, method_cfg
+from method_helpers import build, features, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from safetensors.torch import load_file
 
 from lora_lab.methods.pruning import PruneWindow, cubic, magnitude_mask, oneshot

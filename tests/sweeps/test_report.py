@@ -1,0 +1,88 @@
+"""`lora-lab-report` on a synthetic multirun dir: ok, failed, missing-metrics and never-started jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from lora_lab.report.cli import main
+from lora_lab.report.collect import collect
+
+
+def fake_sweep(root: Path) -> Path:
+    """`-m method=lora,none task=arith,sst2` = 4 jobs: 0 ok, 1 ok, 2 failed, 3 never started (no dir)."""
+    sweep = root / "multiruns" / "2026-01-01_00-00-00_abc123"
+    sweep.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": ["method=lora,none", "task=arith,sst2",
+                                                                      "model=tiny"]}}}), sweep / "multirun.yaml")
+    jobs = {0: ("lora", "arith", {"status": "ok", "score": 0.75}),
+            1: ("lora", "sst2", {"status": "ok", "score": 0.5}),
+            2: ("none", "arith", {"status": "failed", "error": "boom"})}
+    for num, (method, task, metrics) in jobs.items():
+        job = sweep / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create([f"method={method}", f"task={task}", "model=tiny"]),
+                       job / ".hydra" / "overrides.yaml")
+        (job / "metrics.json").write_text(json.dumps({**metrics, "method": method, "task": task}))
+    return sweep
+
+
+def test_collect_enumerates_every_job(tmp_path: Path) -> None:
+    records = collect(fake_sweep(tmp_path))
+    assert [(r.num, r.status) for r in records] == [(0, "ok"), (1, "ok"), (2, "failed"), (3, "missing")]
+    assert records[3].overrides == {"method": "none", "task": "sst2", "model": "tiny"}  # from multirun.yaml
+
+
+def test_report_writes_csv_table_and_plot(tmp_path: Path, capsys) -> None:
+    sweep = fake_sweep(tmp_path)
+    # a started job that died before writing metrics.json is `missing` too
+    (sweep / "1" / "metrics.json").unlink()
+    assert main([str(sweep), "--rows", "method", "--cols", "task", "--metric", "score"]) == 0
+    table = (sweep / "results.md").read_text()
+    assert "| method \\ task | arith | sst2 |" in table
+    assert "| lora | 0.75 | missing |" in table
+    assert "| none | failed | missing |" in table
+    assert table.startswith("score (4 jobs: 1 ok, 2 missing, 1 failed)")
+    with open(sweep / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["job"], r["status"], r["method"], r["task"]) for r in rows] == [
+        ("0", "ok", "lora", "arith"), ("1", "missing", "lora", "sst2"),
+        ("2", "failed", "none", "arith"), ("3", "missing", "none", "sst2")]
+    assert rows[0]["score"] == "0.75" and rows[2]["error"] == "boom"
+    assert (sweep / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert "results.csv" in capsys.readouterr().out
+
+
+def test_repeated_cells_are_averaged_and_failures_counted(tmp_path: Path) -> None:
+    sweep = fake_sweep(tmp_path)
+    assert main([str(sweep), "--rows", "task", "--cols", "", "--out", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| arith | 0.75 + 1 failed |" in table
+    assert "| sst2 | 0.5 + 1 missing |" in table
+
+
+def test_sweeper_params_from_an_experiment_preset_are_expected_jobs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    OmegaConf.save(OmegaConf.create({"hydra": {
+        "sweeper": {"params": {"method.version": "base,normalized,mlp", "metric": "wd,kl,js,mmd"}},
+        "overrides": {"task": ["experiment=meta_grid", "metric=wd,kl"]}}}), sweep / "multirun.yaml")
+    records = collect(sweep)
+    assert len(records) == 6 and all(r.status == "missing" for r in records)
+    assert records[1].overrides == {"method.version": "base", "metric": "kl", "experiment": "meta_grid"}
+
+
+def test_console_script_and_bad_dir(tmp_path: Path) -> None:
+    result = subprocess.run(["lora-lab-report", str(tmp_path / "nope")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no such multirun dir" in result.stderr
+
+
+def test_cli_defaults_are_method_by_task_score(tmp_path: Path) -> None:
+    sweep = fake_sweep(tmp_path)
+    assert main([str(sweep)]) == 0
+    table = (sweep / "results.md").read_text()
+    assert table.startswith("score (4 jobs") and "| method \\ task | arith | sst2 |" in table
