@@ -29,8 +29,8 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path

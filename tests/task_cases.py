@@ -6,16 +6,18 @@ from lab_helpers import compose_cfg, shared_data
 from omegaconf import DictConfig
 
 # Overrides that make a job on any task finish in seconds on the tiny random model.
-TINY_TASK = ["model=tiny", "train.max_steps=4", "train.batch_size=4", "eval.batch_size=8", "print_summary=false"]
+TINY_TASK = ["model=tiny", "train.max_steps=4", "train.batch_size=4", "train.max_seq_len=256", "eval.batch_size=8",
+             "print_summary=false"]
 
 # task name -> (shared data subfolder, extra overrides that keep the tiny run short)
 LOCAL = {
     "gsm8k": ("gsm8k", ["task.max_new_tokens=8"]),
     "sst2": ("sst2", []),
     "imdb": ("imdb", ["task.max_input_chars=300"]),
-    "agnews": ("agnews", []),
+    "agnews": ("agnews", ["task.max_input_chars=300"]),
     "news_summary": ("news_summary", ["task.max_new_tokens=8", "task.max_input_chars=300"]),
-    "wikitext2": ("wikitext2", ["task.context=64", "task.stride=32", "task.train_split=validation"]),
+    "wikitext2": ("wikitext2", ["task.context=64", "task.stride=48", "task.max_eval_tokens=1500",
+                                "task.train_split=validation", "task.train_chunk_chars=200"]),
     "sni": ("sni", ["task.max_new_tokens=8"]),
 }
 

@@ -34,6 +34,9 @@ def stream_ids(tokenizer, examples: list[Example]) -> tuple[list[int], list[int]
 def evaluate_perplexity(model, tokenizer, task: Task, examples: list[Example], cfg: DictConfig,
                         device: torch.device, desc: str = "eval") -> EvalResult:
     ids, owner = stream_ids(tokenizer, examples)
+    cap = cfg.task.get("max_eval_tokens")
+    if cap:
+        ids, owner = ids[:cap], owner[:cap]
     if len(ids) < 2:
         raise ValueError(f"task {task.name!r}: the evaluation text has {len(ids)} token(s); perplexity needs >= 2")
     started = time.perf_counter()

@@ -88,6 +88,7 @@ class Wikitext2Schema(TaskSchema):
     context: int = 1024  # tokens the model sees per window
     stride: int = 512  # tokens scored per window (each predicted from >= context - stride tokens)
     windows_per_batch: int = 4
+    max_eval_tokens: int | None = None  # cap the evaluated stream (quick runs); null = every selected article
     train_chunk_chars: int = 2000
     max_new_tokens: int = 1
 
@@ -107,6 +108,8 @@ class Wikitext2Task(Task):
             raise ConfigError("task.context", tcfg.context, "must be >= 2 tokens")
         if not 0 < tcfg.stride < tcfg.context:
             raise ConfigError("task.stride", tcfg.stride, f"must be in [1, task.context - 1 = {tcfg.context - 1}]")
+        if tcfg.max_eval_tokens is not None and tcfg.max_eval_tokens < 2:
+            raise ConfigError("task.max_eval_tokens", tcfg.max_eval_tokens, "must be >= 2 or null")
         if tcfg.train_chunk_chars < 1 or tcfg.windows_per_batch < 1:
             raise ConfigError("task.train_chunk_chars/windows_per_batch",
                               [tcfg.train_chunk_chars, tcfg.windows_per_batch], "must be >= 1")

@@ -12,11 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
-from safetensors.torch import load_file
-
 from lab_helpers import REPO, TINY
+from safetensors.torch import load_file
 
 COMMON = [o for o in TINY if not o.startswith("train.max_steps")] + [
     "train.max_steps=3", "method.dropout=0.0", "eval.before=false", "train.warmup_ratio=0.0",
@@ -60,8 +58,9 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path):
 
 
 def test_prepare_is_a_no_op_for_one_process(tmp_path: Path):
-    from lora_lab.training.distributed import prepare
     from lab_helpers import tiny_cfg
+
+    from lora_lab.training.distributed import prepare
 
     launch = prepare(tiny_cfg(), tmp_path)
     assert launch.metrics is None and launch.run_dir == tmp_path and launch.world_size == 1

@@ -6,9 +6,10 @@ import json
 import signal
 from pathlib import Path
 
-from lora_lab.training import checkpoint as ckpt
 from lab_helpers import compose_cfg, tiny_cfg
-from tests.sweeps.helpers import TINY_JOB, run_cli
+from sweep_helpers import TINY_JOB, run_cli
+
+from lora_lab.training import checkpoint as ckpt
 
 MAX_STEPS, EVERY, KILL_AT = 30, 2, 10
 
