@@ -34,7 +34,7 @@ class ResidualScalarMLP(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.out(torch.tanh(self.hidden(z.unsqueeze(-1)))).squeeze(-1)
+        return z + self.out(torch.relu(self.hidden(z.unsqueeze(-1)))).squeeze(-1)
 
 
 class LearnedTransform:
