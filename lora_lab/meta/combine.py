@@ -33,7 +33,7 @@ from lora_lab.meta.adapters import (
     resolve_dtype,
     write_adapter,
 )
-from lora_lab.meta.threads import threads_for, torch_threads
+from lora_lab.meta.threads import torch_threads
 from lora_lab.registry import Registry
 
 Factors = tuple[torch.Tensor, torch.Tensor]  # (A (r, d_in), B (d_out, r))
@@ -50,10 +50,6 @@ class ModuleMixer:
 
     def result(self) -> Factors:
         raise NotImplementedError
-
-    def work_elements(self) -> int:
-        """Size of the largest matrix `result` works on, to decide whether threading pays off."""
-        return 0
 
 
 class FactorMixer(ModuleMixer):
@@ -106,9 +102,6 @@ class DeltaMixer(ModuleMixer):
 
 class SvdMixer(DeltaMixer):
     """The concatenation of `delta`, truncated to `rank` at the end (holds r*k factors until then)."""
-
-    def work_elements(self) -> int:
-        return 0 if self.a_cat is None or self.b_cat is None else max(self.a_cat.numel(), self.b_cat.numel())
 
     def result(self) -> Factors:
         return truncated_svd_factors(*super().result(), self.rank)
@@ -228,9 +221,9 @@ def predict_adapter(
     config = read_adapter_config(member_dirs[kept[0]])
     new_rank = combiner.output_rank(int(config["r"]), len(kept), rank)
     started = time.perf_counter()
-    available_threads = torch.get_num_threads()
-    # Reading, converting and folding members in are memory-bound copies and axpys: one thread is as fast,
-    # and immune to the collapse of OpenMP teams when other processes occupy the cores.
+    # Reading, converting and folding members in are memory-bound copies and axpys, and svd's per-module
+    # QR/SVD of (d x r*k) matrices is mid-sized: one thread is within a small factor of all cores and immune
+    # to the collapse (10-1000x) of OpenMP teams when other processes occupy the cores.
     with torch_threads(1):
         modules: list[str] = []
         mixers: dict[str, ModuleMixer] = {}
@@ -253,9 +246,7 @@ def predict_adapter(
             reader.close()
         tensors: dict[str, torch.Tensor] = {}
         for module in modules:
-            mixer = mixers.pop(module)  # pop: free each module's work buffers as we go
-            with torch_threads(threads_for(mixer.work_elements(), available_threads)):  # svd's QR/SVD
-                a_new, b_new = mixer.result()
+            a_new, b_new = mixers.pop(module).result()  # pop: free each module's work buffers as we go
             key_a, key_b = factor_keys(module)
             tensors[key_a], tensors[key_b] = a_new.to(dtype), b_new.to(dtype)
     new_alpha = alpha_for_scale(lora_scale(config), new_rank, bool(config.get("use_rslora")))

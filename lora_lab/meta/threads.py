@@ -1,7 +1,8 @@
-"""Intra-op thread control for loops of many small torch ops.
+"""Intra-op thread control for loops of many small or mid-sized torch ops.
 
-Such loops mostly pay OpenMP barrier costs per op when split over threads, and degrade by orders of
-magnitude when other processes occupy the cores; they run faster on one thread (or one thread per worker).
+Split over OpenMP threads, such ops mostly pay barrier costs, and they slow down by 10-1000x when other
+processes occupy the cores (a descheduled team member stalls every barrier). They run faster and
+predictably on one thread, or one thread per worker.
 """
 
 from __future__ import annotations
@@ -11,19 +12,13 @@ from contextlib import contextmanager
 
 import torch
 
-SMALL_OP_ELEMENTS = 1 << 18  # below this many elements per op, one thread wins
-
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
+    """Set torch's intra-op thread count for a block, restoring it afterwards (process-wide setting)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(max(1, count))
     try:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def threads_for(elements_per_op: int, available: int | None = None) -> int:
-    """One thread for small ops, all `available` (default: the current setting) otherwise."""
-    return 1 if elements_per_op < SMALL_OP_ELEMENTS else (available or torch.get_num_threads())

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from task_cases import task_cfg
+from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lora_lab.config.validate import validate_config
@@ -40,6 +41,9 @@ def test_batched_scores_equal_direct_computation(tiny):
         ("Mid-sized context", "n"),
         ("x", " positive"),
         ("Another context, batched with the others", " negative"),
+        ("Short", " b"),  # contexts shared by several continuations of different lengths
+        ("Short", " yes please"),
+        ("x", " positive!"),
     ]]
     batched = continuation_logprobs(model, pairs, pad_id=tokenizer.pad_token_id, batch_size=2, device=torch.device("cpu"))
     for (context, continuation), value in zip(pairs, batched, strict=True):
@@ -64,10 +68,11 @@ class FavoursToken(torch.nn.Module):
         self.vocab, self.favourite = vocab, favourite
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
+    def forward(self, input_ids, logits_to_keep=0, **_):
         logits = torch.zeros(*input_ids.shape, self.vocab)
         logits[..., self.favourite] = 5.0
-        return CausalLMOutputWithPast(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits)
+        return CausalLMOutputWithPast(logits=logits[:, -logits_to_keep:] if logits_to_keep else logits,
+                                      past_key_values=DynamicCache())
 
 
 @pytest.mark.parametrize("favourite_word", ["negative", "positive"])
