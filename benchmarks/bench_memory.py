@@ -207,8 +207,11 @@ def main(argv=None) -> int:
             args.case = case
             results[case] = run_case(args)
             r = results[case]
-            print(f"  {case:11s} model {r['model_mb']:8.2f} MB  optimizer {r['optimizer_state_mb']:8.2f} MB  "
-                  f"({time.perf_counter() - started:.0f}s)", flush=True)
+            print(
+                f"  {case:11s} model {r['model_mb']:8.2f} MB  optimizer {r['optimizer_state_mb']:8.2f} MB  "
+                f"({time.perf_counter() - started:.0f}s)",
+                flush=True,
+            )
             continue
         cmd = [
             sys.executable,

@@ -258,7 +258,9 @@ def objective_check(model, features, tokenizer, cfg, device, n: int = 4) -> dict
     ids = torch.tensor([f.input_ids + [tokenizer.pad_token_id] * (width - len(f.input_ids)) for f in batch])
     mask = torch.tensor([[1] * len(f.input_ids) + [0] * (width - len(f.input_ids)) for f in batch])
     labels = torch.tensor([f.labels + [-100] * (width - len(f.labels)) for f in batch])
-    base = float(model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss)
+    base = float(
+        model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+    )
     return {"examples": n, "lora_lab_loss": lab, "baseline_loss": base, "abs_diff": abs(lab - base)}
 
 
@@ -371,8 +373,11 @@ def main(argv=None) -> int:
     )
 
     check = objective_check(base, features, tokenizer, cfg0, device)
-    print(f"objective check on {check['examples']} examples (base model): lora-lab {check['lora_lab_loss']:.6f} "
-          f"vs baseline {check['baseline_loss']:.6f} (|diff| {check['abs_diff']:.2e})", flush=True)
+    print(
+        f"objective check on {check['examples']} examples (base model): lora-lab {check['lora_lab_loss']:.6f} "
+        f"vs baseline {check['baseline_loss']:.6f} (|diff| {check['abs_diff']:.2e})",
+        flush=True,
+    )
     rounds: list[dict[str, dict]] = []
     for r in range(args.repeats):
         this: dict[str, dict] = {}
@@ -380,7 +385,9 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             if VARIANTS[name] is None:
                 cfg = build_cfg(args, [])
-                raw = run_trainer(base, examples, cfg, tokenizer, device, Path(tempfile.mkdtemp(prefix="bench-trainer-")))
+                raw = run_trainer(
+                    base, examples, cfg, tokenizer, device, Path(tempfile.mkdtemp(prefix="bench-trainer-"))
+                )
             else:
                 cfg = build_cfg(args, VARIANTS[name])
                 raw = run_lora_lab(base, features, cfg, tokenizer, device)

@@ -29,7 +29,7 @@ from lora_lab.meta import (
     predict_adapter,
     represent_dataset,
 )
-from lora_lab.meta.cache import cache_key
+from lora_lab.meta.cache import bank_fingerprint, cache_key
 from lora_lab.meta.gram import bank_gram_matrix
 from lora_lab.meta.mlp import train_mlp_transform
 from lora_lab.models import load_model_and_tokenizer
@@ -136,7 +136,7 @@ def meta_generate(ctx: JobContext) -> dict:
     transform = None
     if mcfg.version == "mlp":
         with timed(timings, "mlp"):
-            gram_parts = {"kind": "gram", "members": cache_key({"names": bank.names})}
+            gram_parts = {"kind": "gram", "members": bank_fingerprint(bank.names, bank.adapter_dirs)}
             gram = cache.get_or_compute(gram_parts, lambda: bank_gram_matrix(bank.adapter_dirs))
             bank_distances = pairwise_distance(cfg.metric.name, members, members, **options)
             train_indices = [i for i in range(len(bank)) if not exclude[0, i]]  # the target stays held out

@@ -107,11 +107,13 @@ class AdapterReader:
     def tensor(self, key: str) -> torch.Tensor:
         return self._handle.get_tensor(key).to(torch.float32)
 
-    def factors(self, module: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A (r, d_in), B (d_out, r)) in float32."""
+    def factors(self, module: str, as_float32: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A (r, d_in), B (d_out, r)), in float32 or (as_float32=False) in the stored dtype."""
         if module not in self.modules:
             raise DataError(f"{self.path}: has no LoRA module {module!r}")
-        return self.tensor(module + _A_SUFFIX), self.tensor(module + _B_SUFFIX)
+        if as_float32:
+            return self.tensor(module + _A_SUFFIX), self.tensor(module + _B_SUFFIX)
+        return self._handle.get_tensor(module + _A_SUFFIX), self._handle.get_tensor(module + _B_SUFFIX)
 
     def keys(self) -> list[str]:
         return [m + suffix for m in self.modules for suffix in (_A_SUFFIX, _B_SUFFIX)]

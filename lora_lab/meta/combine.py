@@ -42,8 +42,8 @@ Factors = tuple[torch.Tensor, torch.Tensor]  # (A (r, d_in), B (d_out, r))
 class ModuleMixer:
     """Combines one module: `add` each kept member once (slot = its position among the kept), then `result`."""
 
-    def __init__(self, n_members: int, rank: int):
-        self.n_members, self.rank = n_members, rank
+    def __init__(self, n_members: int, rank: int, dtype: torch.dtype = torch.float32):
+        self.n_members, self.rank, self.dtype = n_members, rank, dtype  # dtype: the output's storage dtype
 
     def add(self, slot: int, weight: float, a: torch.Tensor, b: torch.Tensor) -> None:
         raise NotImplementedError
@@ -59,10 +59,11 @@ class FactorMixer(ModuleMixer):
     b_sum: torch.Tensor | None = None
 
     def add(self, slot: int, weight: float, a: torch.Tensor, b: torch.Tensor) -> None:
+        a, b = a.to(torch.float32), b.to(torch.float32)  # sums accumulate in float32
         if self.a_sum is None or self.b_sum is None:
             self.a_sum, self.b_sum = weight * a, weight * b
             return
-        _check_shapes(self.a_sum.shape, a.shape, self.b_sum.shape, b.shape)
+        _check_shapes((self.a_sum.shape, self.b_sum.shape), (a.shape, b.shape))
         self.a_sum.add_(a, alpha=weight)
         self.b_sum.add_(b, alpha=weight)
 
@@ -77,20 +78,20 @@ class DeltaMixer(ModuleMixer):
 
     a_cat: torch.Tensor | None = None
     b_cat: torch.Tensor | None = None
+    member_shapes: tuple = ()
     filled = 0
 
     def add(self, slot: int, weight: float, a: torch.Tensor, b: torch.Tensor) -> None:
         r = a.shape[0]
         if self.a_cat is None or self.b_cat is None:
-            self.a_cat = a.new_zeros(self.n_members * r, a.shape[1])
-            self.b_cat = b.new_zeros(b.shape[0], self.n_members * r)
-        _check_shapes(
-            (r * self.n_members, self.a_cat.shape[1]),
-            (r * self.n_members, a.shape[1]),
-            (self.b_cat.shape[0], self.n_members * r),
-            (b.shape[0], self.n_members * b.shape[1]),
-        )
-        self.a_cat[slot * r : (slot + 1) * r] = weight * a
+            # Built directly in the output dtype (every slot gets written): no zero fill, no final copy.
+            self.member_shapes = (a.shape, b.shape)
+            self.a_cat = torch.empty(self.n_members * r, a.shape[1], dtype=self.dtype)
+            self.b_cat = torch.empty(b.shape[0], self.n_members * r, dtype=self.dtype)
+        _check_shapes(self.member_shapes, (a.shape, b.shape))
+        if a.dtype != self.dtype:
+            a = a.to(torch.float32)  # multiply at full precision, round once into the slot
+        torch.mul(a, weight, out=self.a_cat[slot * r : (slot + 1) * r])  # c_j folded in
         self.b_cat[:, slot * r : (slot + 1) * r] = b
         self.filled += 1
 
@@ -103,31 +104,55 @@ class DeltaMixer(ModuleMixer):
 class SvdMixer(DeltaMixer):
     """The concatenation of `delta`, truncated to `rank` at the end (holds r*k factors until then)."""
 
+    def __init__(self, n_members: int, rank: int, dtype: torch.dtype = torch.float32):
+        super().__init__(n_members, rank, torch.float32)  # the concatenation is factorised, not stored
+
     def result(self) -> Factors:
         return truncated_svd_factors(*super().result(), self.rank)
 
 
 def truncated_svd_factors(a_cat: torch.Tensor, b_cat: torch.Tensor, rank: int) -> Factors:
-    """Best rank-`rank` factors of B_cat A_cat from QR(B_cat) and QR(A_cat^T):
-    B_cat A_cat = Q_b (R_b R_a^T) Q_a^T, so only the small core is decomposed (float64 for accuracy)."""
+    """Best rank-`rank` factors of B_cat A_cat without forming it (float64 inside).
+
+    With B_cat = Q_b R_b and A_cat^T = Q_a R_a, B_cat A_cat = Q_b (R_b R_a^T) Q_a^T, so the SVD of the small
+    core U S V^T gives B = Q_b U_k sqrt(S_k), A = sqrt(S_k) V_k^T Q_a^T. Only R is computed by QR; the Q
+    products are recovered as Q_b U_k = B_cat R_b^{-1} U_k by a small triangular solve (3x cheaper than
+    forming Q), falling back to explicit Q when a factor is (numerically) rank-deficient.
+    """
     if rank < 1:
         raise ConfigError("meta.combine.rank", rank, "svd mode needs a positive output rank")
-    q_b, r_b = torch.linalg.qr(b_cat.to(torch.float64))
-    q_a, r_a = torch.linalg.qr(a_cat.T.to(torch.float64))
+    a64, b64 = a_cat.to(torch.float64), b_cat.to(torch.float64)
+    r_b = torch.linalg.qr(b64, mode="r").R
+    r_a = torch.linalg.qr(a64.T, mode="r").R
     u, singular, vh = torch.linalg.svd(r_b @ r_a.T)
     kept = min(rank, singular.numel())
-    root = singular[:kept].sqrt()
-    b_new = (q_b @ u[:, :kept]) * root  # split sqrt(S) evenly so neither factor dwarfs the other
-    a_new = root[:, None] * (vh[:kept] @ q_a.T)
+    root = singular[:kept].sqrt()  # split sqrt(S) evenly so neither factor dwarfs the other
+    left, right = u[:, :kept] * root, vh[:kept].T * root
+    if _well_conditioned(r_b) and _well_conditioned(r_a):
+        b_new = b64 @ torch.linalg.solve_triangular(r_b, left, upper=True)
+        a_new = torch.linalg.solve_triangular(r_a, right, upper=True).T @ a64
+    else:
+        b_new = torch.linalg.qr(b64).Q @ left
+        a_new = (torch.linalg.qr(a64.T).Q @ right).T
     if kept < rank:  # a module thinner than the output rank: zero rows/cols keep every module the same r
         a_new = torch.cat([a_new, a_new.new_zeros(rank - kept, a_new.shape[1])], dim=0)
         b_new = torch.cat([b_new, b_new.new_zeros(b_new.shape[0], rank - kept)], dim=1)
     return a_new.to(torch.float32), b_new.to(torch.float32)
 
 
-def _check_shapes(expected_a, got_a, expected_b, got_b) -> None:
-    if tuple(expected_a) != tuple(got_a) or tuple(expected_b) != tuple(got_b):
-        raise ValueError(f"factor shapes A {tuple(got_a)}, B {tuple(got_b)} differ from the first member's")
+def _well_conditioned(r: torch.Tensor) -> bool:
+    """Square, full-rank triangular factor (|diag| ratio above 1e-8) that is safe to solve with."""
+    diagonal = torch.diagonal(r).abs()
+    return (
+        r.shape[0] == r.shape[1] and bool(diagonal.max() > 0) and bool(diagonal.min() > 1e-8 * diagonal.max())
+    )
+
+
+def _check_shapes(expected: tuple, got: tuple) -> None:
+    """(A shape, B shape) of a member against the first member's."""
+    expected, got = tuple(map(tuple, expected)), tuple(map(tuple, got))
+    if expected != got:
+        raise ValueError(f"factor shapes (A, B) {got} differ from the first member's {expected}")
 
 
 @dataclass(frozen=True)
@@ -232,7 +257,7 @@ def predict_adapter(
             reader = AdapterReader(member_dirs[index])
             if slot == 0:
                 modules, dtype = reader.modules, resolve_dtype(output_dtype, reader.dtype())
-                mixers = {module: combiner.mixer(len(kept), new_rank) for module in modules}
+                mixers = {module: combiner.mixer(len(kept), new_rank, dtype) for module in modules}
             elif reader.modules != modules:
                 missing = sorted(set(modules) ^ set(reader.modules))[0]
                 raise DataError(
@@ -240,7 +265,8 @@ def predict_adapter(
                 )
             for module in modules:
                 try:
-                    mixers[module].add(slot, float(weight), *reader.factors(module))
+                    # stored dtype: a bf16 member copied into a bf16 output never round-trips through float32
+                    mixers[module].add(slot, float(weight), *reader.factors(module, as_float32=False))
                 except ValueError as error:
                     raise DataError(f"{reader.path}: module {module!r}: {error}") from error
             reader.close()

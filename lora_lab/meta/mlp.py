@@ -1,8 +1,14 @@
 """The paper's `mlp` coefficient version: a learned scalar transform of z-scored distances.
 
-f(z) = z + MLP(z) (1 -> hidden -> 1, last layer zero-initialised) is applied to every z-scored distance
-before the softmin, so training starts exactly at the `normalized` rule and can only move away from it
-where that lowers the objective. It is fit on training tasks only, to minimise
+f is a one-hidden-layer ReLU network (1 -> hidden -> 1) with a linear skip, constrained to be increasing:
+
+    f(z) = e^a z + sum_h w_h relu(sign(w_h) |u_h| z + b_h),
+
+each unit's input slope takes the sign of its output weight, so f' = e^a + sum |w_h| |u_h| [unit on] > 0.
+A closer member therefore never gets less weight than a farther one (a 1-to-1 reshaping of the softmin's
+sharpness), which also keeps small banks from overfitting into odd rankings. With a = 0 and w = 0 at
+initialisation f is the identity: training starts exactly at the `normalized` rule and keeps the best
+iterate, so it never ends worse on the training tasks. It is fit on training tasks only, to minimise
     sum_i ||C_i Theta - Theta_i||^2 / sum_i ||Theta_i||^2
 through the training block of the Gram matrix (see `gram.py`); held-out tasks are never read.
 """
@@ -25,22 +31,23 @@ from lora_lab.meta.threads import torch_threads
 TRAIN_DTYPE = torch.float32
 
 
-class ResidualScalarMLP(nn.Module):
+class MonotoneScalarMLP(nn.Module):
     def __init__(self, hidden: int):
         super().__init__()
-        self.hidden = nn.Linear(1, hidden, dtype=TRAIN_DTYPE)
-        self.out = nn.Linear(hidden, 1, dtype=TRAIN_DTYPE)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.log_scale = nn.Parameter(torch.zeros((), dtype=TRAIN_DTYPE))
+        self.slope = nn.Parameter(torch.randn(hidden, dtype=TRAIN_DTYPE))
+        self.shift = nn.Parameter(torch.randn(hidden, dtype=TRAIN_DTYPE))
+        self.weight = nn.Parameter(torch.zeros(hidden, dtype=TRAIN_DTYPE))  # 0: f starts as the identity
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return z + self.out(torch.relu(self.hidden(z.unsqueeze(-1)))).squeeze(-1)
+        slopes = torch.sign(self.weight) * self.slope.abs()  # a unit only adds increasing pieces
+        return self.log_scale.exp() * z + torch.relu(z.unsqueeze(-1) * slopes + self.shift) @ self.weight
 
 
 class LearnedTransform:
     """Callable numpy -> numpy wrapper, what `compute_coefficients(..., transform=...)` expects."""
 
-    def __init__(self, module: ResidualScalarMLP):
+    def __init__(self, module: MonotoneScalarMLP):
         self.module = module.eval()
 
     def __call__(self, z: np.ndarray) -> np.ndarray:
@@ -52,7 +59,7 @@ class LearnedTransform:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> LearnedTransform:
-        module = ResidualScalarMLP(hidden=state["hidden.weight"].shape[0])
+        module = MonotoneScalarMLP(hidden=state["slope"].shape[0])
         module.load_state_dict(state)
         return cls(module)
 
@@ -79,8 +86,8 @@ def train_mlp_transform(
     exclude: np.ndarray | None = None,
     temperature: float = 1.0,
     hidden: int = 16,
-    steps: int = 300,
-    learning_rate: float = 0.01,
+    steps: int = 100,
+    learning_rate: float = 0.05,
     seed: int = 0,
 ) -> MLPFit:
     """Fit f on the bank-vs-bank block of training tasks.
@@ -106,13 +113,13 @@ def train_mlp_transform(
     gram_train = torch.as_tensor(gram_train / np.mean(np.diag(gram_train)), dtype=TRAIN_DTYPE)
     mask = torch.as_tensor(allowed)
 
-    def objective(model: ResidualScalarMLP) -> torch.Tensor:
+    def objective(model: MonotoneScalarMLP) -> torch.Tensor:
         logits = (-model(z) / temperature).masked_fill(~mask, float("-inf"))
         return gram_objective(torch.softmax(logits, dim=1), gram_train)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ResidualScalarMLP(hidden)
+        model = MonotoneScalarMLP(hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     history: list[float] = []
     best_loss, best_state = float("inf"), None

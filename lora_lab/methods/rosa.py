@@ -1,7 +1,7 @@
 """`method=rosa`: Robust Adaptation (arXiv 2401.04679), ΔW = scale·B·A + S with S sparse on a fixed support.
 
-Schedule (the authors' defaults): the LoRA part trains alone for `mask_warmup_steps` while the dense gradient of
-each frozen target weight is accumulated as a sum of squares; then each layer's support is fixed at its top
+Schedule (the authors' defaults): the LoRA part trains alone for `mask_warmup_steps` while the squared dense
+gradient of each frozen target weight is summed up (`rosa_layers.py`); then each layer's support is fixed at its top
 `density` fraction of those scores and S (values starting at zero) trains jointly with B·A. The authors' code is
 a peft fork with CUDA kernels; this is pure PyTorch (`rosa_layers.py`, `sparse_linear.py`).
 
@@ -89,15 +89,10 @@ class RosaMethod(LoraMethod):
         for _, layer in list(target_layers(model)):
             base = layer.get_base_layer()
             attach(layer, nnz_for((base.out_features, base.in_features), self.mcfg.density),
-                   self.mcfg.sparse_backend).start_probe()
+                   self.mcfg.sparse_backend).start_scoring()
         return model
 
     # ----- training -----
-    def after_backward(self, model: torch.nn.Module, step: int) -> None:
-        if not self.support_fixed:
-            for _, _, delta in sparse_deltas(model):
-                delta.accumulate()
-
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
         if not self.support_fixed and step + 1 >= self.warmup:
             for _, _, delta in sparse_deltas(model):
@@ -143,7 +138,7 @@ class RosaMethod(LoraMethod):
             saved = state["layers"][name]
             if saved["indices"].numel():
                 delta.set_support(saved["indices"], saved["values"])
-                delta.probe = delta.grad_sq = None
+                delta.grad_sq = None
             elif saved["grad_sq"] is not None:
                 delta.grad_sq.copy_(saved["grad_sq"])
 

@@ -4,10 +4,11 @@ Each targeted peft `LoraLayer` gets a child `rosa_S` (a `SparseDelta`) and a for
 layer output, so peft's own LoRA forward, saving and merging stay untouched: ΔW = scale · B·A + S.
 
 During the mask-selection warm-up the same hook wraps the output in `_GradProbe`, an identity whose backward
-writes dL/dW0 = grad_outᵀ · x into a detached probe tensor. That gives the dense gradient of the *frozen* base
-weight without making it a parameter: trainable-parameter counts, gradient clipping and the optimizer never
-see it, and only target layers pay for it (one weight-sized gradient plus one accumulator each, freed once the
-support is fixed).
+computes the dense gradient of the *frozen* base weight, dL/dW0 = grad_outᵀ · x, and adds its square to the
+layer's score. W0 never becomes a parameter, so trainable-parameter counts, gradient clipping and the optimizer
+never see it; only target layers pay: one float32 score per weight, freed once the support is fixed, plus the
+gradient of one layer at a time. Scores add up per backward pass: with `train.grad_accum=1` that is the mean
+square of each step's gradient; with accumulation it is the per-micro-batch (empirical Fisher) sum.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ PEFT_PREFIX = "base_model.model."
 
 class _GradProbe(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, output: torch.Tensor, x: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, output: torch.Tensor, x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
+        ctx.scores = scores
         return output.view_as(output)
 
     @staticmethod
@@ -34,7 +36,8 @@ class _GradProbe(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         g = grad_out.reshape(-1, grad_out.shape[-1]).to(torch.float32)
         grad_w = g.t() @ x.reshape(-1, x.shape[-1]).to(torch.float32)
-        return grad_out, None, grad_w
+        ctx.scores.add_(grad_w.square_())
+        return grad_out, None, None
 
 
 class SparseDelta(nn.Module):
@@ -47,8 +50,7 @@ class SparseDelta(nn.Module):
         self.values = nn.Parameter(torch.zeros(nnz, dtype=torch.float32, device=device))
         self.register_buffer("indices", torch.empty(0, dtype=torch.long, device=device))
         self._pattern: SparsePattern | None = None
-        self.probe: torch.Tensor | None = None  # warm-up only: receives dL/dW0 (not a parameter)
-        self.grad_sq: torch.Tensor | None = None  # warm-up only: sum over steps of (dL/dW0)²
+        self.grad_sq: torch.Tensor | None = None  # warm-up only: sum of (dL/dW0)² over backward passes
 
     @property
     def ready(self) -> bool:
@@ -70,16 +72,9 @@ class SparseDelta(nn.Module):
             self.values.copy_(values.to(self.values)[order] if values is not None else torch.zeros_like(self.values))
         self._pattern = None
 
-    # ----- warm-up: accumulate the dense gradient of the frozen weight -----
-    def start_probe(self) -> None:
-        device = self.values.device
-        self.probe = torch.zeros(self.shape, dtype=torch.float32, device=device, requires_grad=True)
-        self.grad_sq = torch.zeros(self.shape, dtype=torch.float32, device=device)
-
-    def accumulate(self) -> None:
-        if self.probe is not None and self.probe.grad is not None:
-            self.grad_sq.add_(self.probe.grad.square())
-            self.probe.grad = None
+    # ----- warm-up: score every weight by its squared dense gradient -----
+    def start_scoring(self) -> None:
+        self.grad_sq = torch.zeros(self.shape, dtype=torch.float32, device=self.values.device)
 
     def choose_support(self) -> None:
         """Fix S's support at the largest accumulated gradient squares; the values start at zero (ΔW unchanged)."""
@@ -87,7 +82,7 @@ class SparseDelta(nn.Module):
             torch.distributed.all_reduce(self.grad_sq)  # every replica must pick the same support
         scores = self.grad_sq.flatten()
         self.set_support(torch.topk(scores, self.values.numel(), sorted=False).indices)
-        self.probe = self.grad_sq = None
+        self.grad_sq = None
 
     # ----- forward -----
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,8 +91,8 @@ class SparseDelta(nn.Module):
     def add_to_output(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         if self.ready:
             return output + self(x).to(output.dtype)
-        if self.probe is not None and torch.is_grad_enabled():
-            output = _GradProbe.apply(output, x, self.probe)
+        if self.grad_sq is not None and torch.is_grad_enabled() and output.requires_grad:
+            output = _GradProbe.apply(output, x, self.grad_sq)
             # `values` join the graph with a zero contribution (zero grads, no Adam update), so DDP, which
             # expects every trainable parameter to get a gradient each step, also works during the warm-up.
             output = output + 0.0 * self.values.sum()

@@ -86,7 +86,7 @@ class ClassificationTask(Task):
             return self.local_examples(split, lambda r, where: self.example(r["text"], r["label"], where))
         field_name = self.hub_text_field
         return load_hub_split(self.cfg, split, (field_name, "label"),
-                              parse=lambda r, where: self.example(r[field_name], r["label"], where))
+                              parse=lambda r, where: self.example(r[field_name], r["label"], where, field_name))
 
     def clean_text(self, text: str) -> str:
         return " ".join(str(text).split())
@@ -119,12 +119,12 @@ class ClassificationTask(Task):
         return {"instruction": cfg.instruction, "words": list(cfg.label_words), "max_chars": cfg.max_input_chars,
                 "system": cfg.system_prompt}
 
-    def example(self, text: Any, label: Any, where: str) -> Example:
+    def example(self, text: Any, label: Any, where: str, text_field: str = "text") -> Example:
         fmt = self._format
         label_id = self.parse_label(label, where)
         text = self.clean_text(text)
         if not text:
-            raise DataError(f"{where}: field 'text' is empty")
+            raise DataError(f"{where}: field {text_field!r} is empty")
         if fmt["max_chars"]:
             text = text[: fmt["max_chars"]]
         return Example(

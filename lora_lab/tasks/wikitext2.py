@@ -1,8 +1,10 @@
 """`task=wikitext2`: WikiText-2 language modelling — perplexity with a strided sliding window.
 
-An evaluation example is one Wikipedia article; the selected articles are scored as one token stream (the
-standard protocol: every token is predicted from up to `context` tokens before it, windows advance by
-`stride`). Training examples are chunks of ~`train_chunk_chars` characters with the loss on every token.
+An evaluation example is a block of consecutive lines of about `eval_block_chars` characters (paragraph
+aligned, text kept exactly); the selected blocks are scored as one token stream, so without `eval_limit` this is
+the standard protocol over the whole split: every token predicted from up to `context` tokens before it,
+windows advancing by `stride`. With `eval_limit` a seeded subset of blocks is scored (a quick estimate).
+Training examples are chunks of ~`train_chunk_chars` characters with the loss on every token.
 
 `hub_config` picks the variant on the hub (`Salesforce/wikitext`) and locally alike: `wikitext-2-raw-v1`
 reads `wikitext-2-raw-v1.<split>.jsonl` (field `text`, one row per line), `wikitext-2-v1` the tokenised
@@ -12,7 +14,6 @@ reads `wikitext-2-raw-v1.<split>.jsonl` (field `text`, one row per line), `wikit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,6 @@ LOCAL_FILES = {
     "wikitext-2-raw-v1": {"validation": "wikitext-2-raw-v1.validation.jsonl", "test": "wikitext-2-raw-v1.test.jsonl"},
     "wikitext-2-v1": {"validation": "valid.txt", "test": "test.txt"},
 }
-_ARTICLE_HEADING = re.compile(r"^ = [^=].* = $")  # " = Title = "; sections are " = = Section = = "
 
 
 def read_text_lines(path: Path) -> list[str]:
@@ -47,21 +47,23 @@ def read_jsonl_lines(path: Path) -> list[str]:
 READERS: dict[str, Callable[[Path], list[str]]] = {".txt": read_text_lines, ".jsonl": read_jsonl_lines}
 
 
-def split_articles(lines: list[str]) -> list[str]:
-    """Cut the line stream at top-level headings; text before the first heading joins the first article."""
-    articles: list[list[str]] = []
+def line_blocks(lines: list[str], min_chars: int) -> list[str]:
+    """Consecutive lines grouped until a group holds >= `min_chars` characters. Joining the blocks with
+    newlines gives back the text exactly, so the whole split scores as the standard stream."""
+    blocks: list[list[str]] = [[]]
+    size = 0  # characters of the current block once joined
     for line in lines:
-        if _ARTICLE_HEADING.match(line) or not articles:
-            articles.append([])
-        articles[-1].append(line)
-    return ["\n".join(a) for a in articles if any(line.strip() for line in a)]
+        if size >= min_chars:
+            blocks.append([])
+            size = 0
+        size += len(line) + (1 if blocks[-1] else 0)
+        blocks[-1].append(line)
+    return ["\n".join(block) for block in blocks if block]
 
 
 def chunk_text(text: str, max_chars: int) -> list[str]:
     """Consecutive non-blank lines packed into chunks of at most `max_chars` (long lines cut at spaces)."""
-    chunks: list[str] = []
-    current = ""
-    pieces = []
+    pieces: list[str] = []
     for line in (line.strip() for line in text.split("\n")):
         while len(line) > max_chars:
             cut = line.rfind(" ", 0, max_chars)
@@ -70,6 +72,8 @@ def chunk_text(text: str, max_chars: int) -> list[str]:
             line = line[cut:].strip()
         if line:
             pieces.append(line)
+    chunks: list[str] = []
+    current = ""
     for piece in pieces:
         if current and len(current) + 1 + len(piece) > max_chars:
             chunks.append(current)
@@ -88,6 +92,7 @@ class Wikitext2Schema(TaskSchema):
     context: int = 1024  # tokens the model sees per window
     stride: int = 512  # tokens scored per window (each predicted from >= context - stride tokens)
     windows_per_batch: int = 4
+    eval_block_chars: int = 1000  # size of one evaluation example (eval_limit counts these)
     max_eval_tokens: int | None = None  # cap the evaluated stream (quick runs); null = every selected article
     train_chunk_chars: int = 2000
     max_new_tokens: int = 1
@@ -110,9 +115,9 @@ class Wikitext2Task(Task):
             raise ConfigError("task.stride", tcfg.stride, f"must be in [1, task.context - 1 = {tcfg.context - 1}]")
         if tcfg.max_eval_tokens is not None and tcfg.max_eval_tokens < 2:
             raise ConfigError("task.max_eval_tokens", tcfg.max_eval_tokens, "must be >= 2 or null")
-        if tcfg.train_chunk_chars < 1 or tcfg.windows_per_batch < 1:
-            raise ConfigError("task.train_chunk_chars/windows_per_batch",
-                              [tcfg.train_chunk_chars, tcfg.windows_per_batch], "must be >= 1")
+        for key in ("train_chunk_chars", "eval_block_chars", "windows_per_batch"):
+            if tcfg[key] < 1:
+                raise ConfigError(f"task.{key}", tcfg[key], "must be >= 1")
 
     def _lines(self, split: str) -> list[str]:
         if not self.cfg.data_dir:
@@ -127,15 +132,14 @@ class Wikitext2Task(Task):
         return READERS[path.suffix](path)
 
     def load_split(self, split: str) -> list[Example]:
-        """One example per article; its text is the target (there is no prompt)."""
-        return [Example(prompt="", target=text, language_modeling=True) for text in split_articles(self._lines(split))]
+        """Blocks of the split's text in order; the text is the target (there is no prompt)."""
+        blocks = line_blocks(self._lines(split), self.cfg.eval_block_chars)
+        return [Example(prompt="", target=text, language_modeling=True) for text in blocks if text.strip()]
 
     def train_examples(self) -> list[Example]:
-        chunks = [
-            Example(prompt="", target=chunk, language_modeling=True)
-            for article in self.load_split(self.cfg.train_split)
-            for chunk in chunk_text(article.target, self.cfg.train_chunk_chars)
-        ]
+        text = "\n".join(self._lines(self.cfg.train_split))
+        chunks = [Example(prompt="", target=chunk, language_modeling=True)
+                  for chunk in chunk_text(text, self.cfg.train_chunk_chars)]
         return self._limited(chunks, self.cfg.train_limit, salt=1)
 
     def score(self, prediction: str, example: Example) -> dict[str, float]:

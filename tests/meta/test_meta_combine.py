@@ -170,3 +170,21 @@ def test_select_members_and_bad_inputs(make_bank, tmp_path):
     root, _ = make_bank(2)
     with pytest.raises(ConfigError, match="choices: delta, factors, svd"):
         predict_adapter(load_bank(root).adapter_dirs, np.array([1.0, 0]), tmp_path / "o", mode="average")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_members_with_other_shapes_are_rejected(mode):
+    a_factors = [torch.zeros(2, 4), torch.zeros(3, 4)]
+    b_factors = [torch.zeros(5, 2), torch.zeros(5, 3)]
+    with pytest.raises(ValueError, match=r"factor shapes \(A, B\) \(\(3, 4\), \(5, 3\)\) differ"):
+        combine_module(mode, [0.5, 0.5], a_factors, b_factors)
+
+
+def test_svd_handles_rank_deficient_stacks():
+    """The same member twice makes B_cat singular: the explicit-Q fallback must still be exact."""
+    generator = torch.Generator().manual_seed(2)
+    a, b = torch.randn(3, 20, generator=generator), torch.randn(12, 3, generator=generator)
+    a_new, b_new = combine_module("svd", [0.25, 0.75], [a, a], [b, b], rank=6)
+    torch.testing.assert_close(b_new @ a_new, b @ a, rtol=1e-5, atol=1e-5)
+    zero_a, zero_b = combine_module("svd", [1.0], [a], [torch.zeros(12, 3)], rank=3)  # untrained B = 0
+    assert torch.count_nonzero(zero_b @ zero_a) == 0

@@ -15,6 +15,8 @@ from peft import PeftModel
 
 from lora_lab.meta.from_runs import build_bank_from_runs
 
+pytestmark = pytest.mark.slow  # trains a bank through the CLI: minutes on 2 cores
+
 
 def lora_lab(args: list[str], outputs: Path) -> None:
     env = {**os.environ, "LORA_LAB_OUTPUTS": str(outputs), "HF_HUB_OFFLINE": "1"}

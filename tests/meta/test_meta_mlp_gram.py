@@ -96,3 +96,15 @@ def test_gram_rejects_a_member_with_another_layout(make_bank, tmp_path):
     )
     with pytest.raises(DataError, match="tensor layout differs"):
         bank_gram_matrix([*bank.adapter_dirs, odd])
+
+
+def test_learned_transform_is_increasing_so_nearer_never_weighs_less():
+    gram, distances = clustered_bank()
+    fit = train_mlp_transform(distances, gram, range(30), steps=100, learning_rate=0.1)
+    z = np.linspace(-4, 4, 401)
+    assert (np.diff(fit.transform(z)) > 0).all()
+    weights = compute_coefficients("mlp", distances, np.eye(40, dtype=bool), transform=fit.transform)
+    for row, weight_row in zip(distances, weights, strict=True):
+        allowed = weight_row > 0
+        order = np.argsort(row[allowed])
+        assert (np.diff(weight_row[allowed][order]) <= 1e-12).all()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from lab_helpers import shared_data
 from task_cases import task_cfg
 
 from lora_lab.config.validate import validate_config
@@ -107,16 +110,26 @@ def test_gsm8k_reference_is_the_final_number():
     assert ex.reference == ex.target.rsplit("####", 1)[1].strip().replace(",", "")
 
 
-def test_wikitext2_articles_and_training_chunks():
+def test_wikitext2_blocks_rebuild_the_text_exactly():
+    built, _ = build("wikitext2")
+    blocks = built.eval_examples()
+    lines = [json.loads(line)["text"] for line in
+             (shared_data("wikitext2") / "wikitext-2-raw-v1.test.jsonl").read_text(encoding="utf-8").splitlines()]
+    original, joined = "\n".join(lines), "\n".join(ex.target for ex in blocks)
+    assert original.startswith(joined) and not original[len(joined):].strip()  # at most trailing blank lines
+    assert blocks[0].target.startswith(" \n = Robert Boulter = ")
+    assert all(ex.language_modeling and ex.prompt == "" for ex in blocks)
+    assert all(len(ex.target) >= 1000 for ex in blocks[:-1])
+    assert len(built._limited(blocks, 50, salt=2)) == 50
+
+
+def test_wikitext2_training_chunks():
     built, _ = build("wikitext2", "task.train_chunk_chars=500")
-    articles = built.eval_examples()
-    assert len(articles) == 62 and articles[0].target.startswith(" = Robert Boulter = ")
-    assert all(ex.language_modeling and ex.prompt == "" for ex in articles)
     chunks = built.train_examples()
-    assert chunks and all(0 < len(ex.target) <= 500 and ex.language_modeling for ex in chunks)
+    assert len(chunks) > 100 and all(0 < len(ex.target) <= 500 and ex.language_modeling for ex in chunks)
 
 
 def test_wikitext2_tokenised_variant():
     built, _ = build("wikitext2", "task.hub_config=wikitext-2-v1")
-    articles = built.eval_examples()
-    assert len(articles) == 62 and "<unk>" in articles[0].target
+    blocks = built.eval_examples()
+    assert "<unk>" in blocks[0].target and len(blocks) > 500
