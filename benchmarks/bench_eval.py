@@ -101,8 +101,8 @@ def main() -> None:
     )
     parser.add_argument("--task", default="arith")
     parser.add_argument("--data-dir", default=None, help="task.data_dir for tasks that read local files")
-    parser.add_argument("--examples", type=int, default=None, help="default 48 (16 with --quick)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--examples", type=int, default=None, help="default 64 (16 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 32 (16 with --quick)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench_eval.json")
     args = parser.parse_args()
     args.model = args.model or ("tiny" if args.quick else "smollm2_135m")
-    args.examples = args.examples or (16 if args.quick else 48)
+    args.examples = args.examples or (16 if args.quick else 64)
     args.max_new_tokens = args.max_new_tokens or (16 if args.quick else 32)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:

@@ -42,6 +42,9 @@ class SniSchema(TaskSchema):
     split_seed: int = 0
     use_definition: bool = True
     max_new_tokens: int = 64
+    # SNI answers are one line in all but a handful of tasks (e.g. task029/030 winogrande_full, task176 break);
+    # a chat model tends to append explanations after its answer line, so generation stops at the first newline
+    stop_at_newline: bool = True
 
 
 @dataclass
@@ -134,6 +137,10 @@ class SniTask(Task):
     name = "sni"
     schema = SniSchema
     primary_metric = "rougeL"
+
+    @property
+    def stop_strings(self) -> list[str]:  # type: ignore[override]
+        return ["\n"] if self.cfg.stop_at_newline else []
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:

@@ -81,3 +81,8 @@ def test_scores():
 
 def test_prompt_without_definition():
     assert sni_prompt(None, "x") == "Now complete the following example -\nInput: x\nOutput:"
+
+
+def test_generation_stops_at_the_first_newline_unless_disabled():
+    assert sni(shared_data("sni")).stop_strings == ["\n"]
+    assert sni(shared_data("sni"), stop_at_newline=False).stop_strings == []
