@@ -20,9 +20,9 @@ def evaluate_only(ctx: JobContext) -> dict:
     if cfg.adapter_path:
         if not (Path(cfg.adapter_path) / "adapter_config.json").is_file():
             raise ConfigError("adapter_path", cfg.adapter_path, "no adapter_config.json in this folder")
-        from peft import PeftModel
+        from lora_lab.methods.adapters import load_adapter
 
-        model = PeftModel.from_pretrained(model, cfg.adapter_path)
+        model = load_adapter(model, Path(cfg.adapter_path))  # any method's format (RoSA's sparse part, GaLore deltas)
     model.to(ctx.device)
     metrics = count_parameters(model)
     metrics.update(evaluate(ctx, model, tokenizer, task, examples, "eval"))

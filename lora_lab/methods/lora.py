@@ -81,8 +81,9 @@ class LoraMethod(Method):
         return model
 
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
-        initial = getattr(self, "_initial", None)
-        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=initial and initial.name)
+        initial = getattr(self, "_initial", None)  # PiSSA/OLoRA: convert against the adapter saved at init
+        conversion = initial.name if initial else None
+        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=conversion)
         write_record(out_dir, self.record())
 
 

@@ -73,6 +73,9 @@ class RosaMethod(LoraMethod):
             raise ConfigError("method.init_lora_weights", cfg.method.init_lora_weights,
                               "RoSA needs an init that leaves the base weights untouched",
                               choices=["default", "gaussian"])
+        if cfg.method.use_dora:
+            raise ConfigError("method.use_dora", True, "RoSA scores its support with the plain LoRA gradient; "
+                              "DoRA's weight normalisation would make that score wrong", choices=[False])
         SPARSE_BACKENDS.get(cfg.method.sparse_backend)
 
     def __init__(self, cfg):
@@ -163,9 +166,12 @@ def _load(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
 
 
 def _merge(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
-    for _, layer, delta in list(sparse_deltas(model)):
-        delta.merge_into(layer.get_base_layer().weight)
-    return model.merge_and_unload()
+    """peft merges scale·B·A, then S is added to the merged weight (the forward adds x·Sᵀ after the LoRA layer)."""
+    sparse = [(name, delta) for name, _, delta in sparse_deltas(model)]
+    merged = model.merge_and_unload()
+    for name, delta in sparse:
+        delta.merge_into(merged.get_submodule(name).weight)
+    return merged
 
 
 ADAPTER_FORMATS.add("rosa", AdapterFormat(load=_load, merge=_merge))
