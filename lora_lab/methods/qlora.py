@@ -29,7 +29,7 @@ from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, method_record
-from lora_lab.methods.lora import LoraMethod, LoraSchema, check_lora_keys, lora_config, peft_task_type
+from lora_lab.methods.lora import LoraMethod, LoraSchema, lora_config, peft_task_type
 from lora_lab.models import DTYPES
 
 # Inits that need full-precision base weights (PiSSA/orthogonal fail on 4-bit ones) or rewrite the quantised
@@ -81,7 +81,7 @@ class QloraMethod(LoraMethod):
 
     @classmethod
     def check(cls, cfg) -> None:
-        check_lora_keys(cfg)
+        super().check(cfg)  # LoRA's own rules first
         if cfg.method.init_lora_weights not in QUANTISED_INITS:
             raise ConfigError("method.init_lora_weights", cfg.method.init_lora_weights,
                               "cannot initialise from 4-bit base weights", choices=QUANTISED_INITS)

@@ -25,7 +25,7 @@ from lora_lab.config.schema import choice
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, read_record, write_record
 from lora_lab.methods.base import require_fraction
-from lora_lab.methods.lora import LoraMethod, LoraSchema, check_lora_keys
+from lora_lab.methods.lora import LoraMethod, LoraSchema
 from lora_lab.methods.rosa_layers import attach, sparse_deltas, target_layers
 from lora_lab.methods.sparse_linear import SPARSE_BACKENDS
 
@@ -64,7 +64,7 @@ class RosaMethod(LoraMethod):
 
     @classmethod
     def check(cls, cfg) -> None:
-        check_lora_keys(cfg)
+        super().check(cfg)  # LoRA's own rules first
         require_fraction(cfg, "density")
         if cfg.method.mask_warmup_steps < 1:
             raise ConfigError("method.mask_warmup_steps", cfg.method.mask_warmup_steps,

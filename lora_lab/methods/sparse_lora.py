@@ -16,7 +16,7 @@ import torch
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice
 from lora_lab.methods import METHODS
-from lora_lab.methods.lora import LoraMethod, LoraSchema, check_lora_keys
+from lora_lab.methods.lora import LoraMethod, LoraSchema
 from lora_lab.methods.pruning import SCHEDULES, PruneWindow, magnitude_mask
 
 FACTOR_KEYS = ("lora_A", "lora_B")
@@ -51,7 +51,7 @@ class SparseLoraMethod(LoraMethod):
 
     @classmethod
     def check(cls, cfg) -> None:
-        check_lora_keys(cfg)
+        super().check(cfg)  # LoRA's own rules first
         m = cfg.method
         if not 0 <= m.target_sparsity < 1:
             raise ConfigError("method.target_sparsity", m.target_sparsity, "must be in [0, 1)")

@@ -31,6 +31,16 @@ class ClassificationSchema(TaskSchema):
     max_input_chars: int | None = None  # cut very long inputs (characters) before prompting
 
 
+@dataclass
+class SentimentSchema(ClassificationSchema):
+    """Binary review sentiment (sst2, imdb): the same label words and question for both."""
+
+    num_labels: int = 2
+    label_words: list[str] = field(default_factory=lambda: ["negative", "positive"])
+    instruction: str = ("Is the sentiment of this movie review positive or negative? "
+                        "Reply with one word: positive or negative.")
+
+
 def macro_f1(gold: list[int], predicted: list[int]) -> float:
     """Mean F1 over the classes that occur in the gold labels or the predictions (-1 = no label predicted)."""
     classes = sorted({*gold, *predicted} - {-1})

@@ -8,26 +8,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
-from lora_lab.tasks.classification import ClassificationSchema, ClassificationTask
+from lora_lab.tasks.classification import ClassificationTask, SentimentSchema
 from lora_lab.tasks.sources import read_jsonl
 
 _BREAK = re.compile(r"(?:<br\s*/?>\s*)+", re.IGNORECASE)
 
 
 @dataclass
-class ImdbSchema(ClassificationSchema):
+class ImdbSchema(SentimentSchema):
     name: str = "imdb"
     hub_id: str | None = "stanfordnlp/imdb"
-    num_labels: int = 2
-    label_words: list[str] = field(default_factory=lambda: ["negative", "positive"])
-    instruction: str = ("Is the sentiment of this movie review positive or negative? "
-                        "Reply with one word: positive or negative.")
 
 
 @TASKS.register("imdb")

@@ -7,26 +7,22 @@ Hub: `stanfordnlp/sst2` (its test split is unlabelled, so evaluation uses `valid
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
-from lora_lab.tasks.classification import ClassificationSchema, ClassificationTask
+from lora_lab.tasks.classification import ClassificationTask, SentimentSchema
 from lora_lab.tasks.sources import local_file, read_tsv
 
 LOCAL_FILES = {"train": "train.tsv", "dev": "dev.tsv", "validation": "test.tsv", "test": "test.tsv"}
 
 
 @dataclass
-class Sst2Schema(ClassificationSchema):
+class Sst2Schema(SentimentSchema):
     name: str = "sst2"
     hub_id: str | None = "stanfordnlp/sst2"
     eval_split: str = "validation"
-    num_labels: int = 2
-    label_words: list[str] = field(default_factory=lambda: ["negative", "positive"])
-    instruction: str = ("Is the sentiment of this movie review positive or negative? "
-                        "Reply with one word: positive or negative.")
 
 
 @TASKS.register("sst2")
