@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,20 @@ def member_name(task: dict[str, Any], job: Path) -> str:
     return str(task["sni_task"]) if task.get("sni_task") else f"{task['name']}_{job.name}"
 
 
-def build_bank_from_runs(multirun_dir: Path, bank_dir: Path) -> Path:
+def member_source(task: dict[str, Any]) -> str | None:
+    """`task.source` when set; SNI tasks otherwise share a source when their names share the dataset word
+    (task1146_country_capital and task1147_country_currency are both `country`)."""
+    if task.get("source"):
+        return str(task["source"])
+    found = re.match(r"task\d+_([A-Za-z0-9]+)_", str(task.get("sni_task") or ""))
+    return found.group(1) if found else None
+
+
+def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Path:
+    """Every ok job of one or more multiruns (e.g. an SNI sweep and a sweep over other tasks) becomes a member."""
     members, base_models = [], set()
-    for metrics_path in sorted(Path(multirun_dir).rglob("metrics.json")):
+    folders = [multirun_dirs] if isinstance(multirun_dirs, (str, Path)) else list(multirun_dirs)
+    for metrics_path in sorted(p for folder in folders for p in Path(folder).rglob("metrics.json")):
         job = metrics_path.parent
         metrics = json.loads(metrics_path.read_text())
         config_path = job / ".hydra" / "config.yaml"
@@ -47,24 +59,25 @@ def build_bank_from_runs(multirun_dir: Path, bank_dir: Path) -> Path:
                 "name": name,
                 "adapter": f"adapters/{name}",
                 "dataset": cfg["task"],
-                "source": cfg["task"].get("source"),
+                "source": member_source(cfg["task"]),
             }
         )
+    where = ", ".join(map(str, folders))
     if not members:
-        raise DataError(f"{multirun_dir}: no finished jobs with an adapter/ to put in a bank")
+        raise DataError(f"{where}: no finished jobs with an adapter/ to put in a bank")
     if len(base_models) != 1:
         raise DataError(
-            f"{multirun_dir}: jobs use different base models {sorted(base_models)}; one bank, one base"
+            f"{where}: jobs use different base models {sorted(base_models)}; one bank, one base"
         )
     return write_bank_index(bank_dir, base_models.pop(), members)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("multirun_dir", type=Path)
+    parser.add_argument("multirun_dirs", type=Path, nargs="+", help="one or more multirun folders")
     parser.add_argument("bank_dir", type=Path)
     args = parser.parse_args(argv)
-    print(build_bank_from_runs(args.multirun_dir, args.bank_dir))
+    print(build_bank_from_runs(args.multirun_dirs, args.bank_dir))
 
 
 if __name__ == "__main__":

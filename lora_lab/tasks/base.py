@@ -47,6 +47,7 @@ class TaskSchema:
     max_new_tokens: int = 32
     system_prompt: str | None = None
     seed: int = 0  # fixes the deterministic subsets chosen by the limits
+    source: str | None = None  # the source dataset; meta-generation's leave-source-out excludes its siblings
 
 
 class Task:

@@ -96,3 +96,11 @@ def test_lots_of_loras_task_names():
     assert lots_of_loras_task("task1342_amazon_us_reviews_title") == "task1342"
     with pytest.raises(DataError, match="expected a task number"):
         lots_of_loras_task("summarise")
+
+
+def test_bank_member_source_comes_from_config_or_the_sni_task_name() -> None:
+    from lora_lab.meta.from_runs import member_source
+
+    assert member_source({"name": "sni", "sni_task": "task1147_country_currency"}) == "country"
+    assert member_source({"name": "sni", "sni_task": "task1147_country_currency", "source": "geo"}) == "geo"
+    assert member_source({"name": "sst2"}) is None

@@ -80,3 +80,22 @@ def test_meta_without_bank_fails_clearly(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "lora_lab", "model=tiny", "method=meta"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "method.bank_dir" in result.stderr
+
+
+def test_study_scores_every_setting_and_baseline_per_target_and_protocol(bank: Path, tmp_path: Path) -> None:
+    from lora_lab.meta.study import markdown_table, run_study
+
+    out = tmp_path / "study.json"
+    result = run_study(bank, ["arith_0", "arith_3"], ["model=tiny", "eval.max_new_tokens=4", "method.mlp.steps=20"],
+                       eval_limit=4, out=out)
+    settings = {r["setting"] for r in result["rows"]}
+    assert {f"{v}/{m}" for v in ("base", "normalized", "mlp") for m in ("wd", "kl", "js", "mmd")} <= settings
+    assert {"base", "oracle", "uniform", "nearest/js"} <= settings
+    assert len(result["rows"]) == 2 * 2 * len(settings)  # targets x protocols x settings
+    for row in result["rows"]:
+        if row["setting"] not in ("base", "oracle"):
+            assert row["top_member"] != row["target"]  # every setting leaves the target out
+    nearest = {r["target"]: r["top_member"] for r in result["rows"] if r["setting"] == "nearest/js"}
+    assert nearest == {"arith_0": "arith_1", "arith_3": "arith_2"}  # operands 5~9 and 90~60
+    assert json.loads(out.read_text())["summary"] == result["summary"]
+    assert "| oracle |" in markdown_table(result, ("accuracy",))

@@ -1,0 +1,210 @@
+"""The meta-generation study on a bank: every setting and baseline, every held-out target, one model load.
+
+For each target member of the bank and each protocol (leave-one-out, leave-source-out), the 12 published
+settings (versions base/normalized/mlp x metrics wd/kl/js/mmd) and the baselines uniform average and nearest
+member (one per metric) are turned into adapters and scored on the target's eval split; the base model (no
+adapter) and the target's own adapter (oracle) are scored once per target. Identical coefficient vectors are
+evaluated once. `lora-lab -m experiment=meta_grid` runs the same settings as separate jobs; this loop exists
+because a table over many targets would otherwise reload the model and the bank thousands of times.
+
+    python -m lora_lab.meta.study <bank dir> --targets task1146_country_capital,... --eval-limit 20 \\
+        --out study.json -- model=smollm2_135m eval.max_new_tokens=32
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lora_lab.meta.bank import load_bank
+from lora_lab.meta.cache import ArrayCache, bank_fingerprint
+from lora_lab.meta.coefficients import PAPER_VERSIONS, compute_coefficients, exclusion_mask
+from lora_lab.meta.combine import predict_adapter
+from lora_lab.meta.distances import pairwise_distance
+from lora_lab.meta.gram import bank_gram_matrix
+from lora_lab.meta.mlp import train_mlp_transform
+
+METRICS = ("wd", "kl", "js", "mmd")
+PROTOCOLS = {"loo": False, "lso": True}  # protocol -> exclude the target's source siblings too
+
+
+def compose_study_config(overrides: list[str]):
+    """The root config (conf/) with `method=meta` and the user's overrides, validated like a job's."""
+    from hydra import compose, initialize_config_dir
+
+    from lora_lab.config.schema import register_schemas
+    from lora_lab.config.validate import validate_config
+
+    register_schemas()
+    conf_dir = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(str(conf_dir), version_base=None):
+        cfg = compose("config", overrides=["method=meta", *overrides])
+    validate_config(cfg)
+    return cfg
+
+
+def settings_for(distances: dict[str, np.ndarray], mask: np.ndarray, transforms: dict[str, Any],
+                 temperature: float) -> dict[str, np.ndarray]:
+    """Setting name -> coefficient row over the bank for one target and protocol."""
+    rows = {}
+    for version in PAPER_VERSIONS:
+        for metric in METRICS:
+            transform = transforms.get(metric) if version == "mlp" else None
+            rows[f"{version}/{metric}"] = compute_coefficients(
+                version, distances[metric], mask, temperature, transform)[0]
+    rows["uniform"] = compute_coefficients("uniform", distances["js"], mask)[0]
+    for metric in METRICS:
+        rows[f"nearest/{metric}"] = compute_coefficients("nearest", distances[metric], mask)[0]
+    return rows
+
+
+def coefficient_key(coefficients: np.ndarray) -> str:
+    return hashlib.sha1(np.round(coefficients, 6).tobytes()).hexdigest()
+
+
+def summarise(rows: list[dict[str, Any]], metric_names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Mean of each score over targets, per (protocol, setting)."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        grouped[f"{row['protocol']}|{row['setting']}"].append(row)
+    table = {}
+    for key, group in sorted(grouped.items()):
+        table[key] = {name: float(np.mean([r[name] for r in group])) for name in metric_names if name in group[0]}
+        table[key]["targets"] = len(group)
+    return table
+
+
+def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_limit: int | None,
+              combine: str = "delta", out: Path | None = None) -> dict[str, Any]:
+    import torch
+    from peft import PeftModel
+
+    from lora_lab.evaluation import EVALUATORS
+    from lora_lab.jobs.meta import Representer, task_from_reference
+    from lora_lab.models import load_model_and_tokenizer
+
+    cfg = compose_study_config([f"method.bank_dir={bank_dir}", *overrides])
+    bank = load_bank(bank_dir)
+    unknown = [t for t in targets if t not in bank.names]
+    if unknown:
+        from lora_lab.config.errors import ConfigError
+
+        raise ConfigError("--targets", unknown, "not bank members", choices=bank.names)
+    timings: dict[str, float] = defaultdict(float)
+    started = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(cfg)
+    model.eval()
+    timings["load_model_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    cache = ArrayCache(Path(bank_dir) / ".cache")
+    represent = Representer(cfg, tokenizer, cache)
+    histograms = np.stack([represent(dict(m.dataset)) for m in bank.members])
+    bank_distances = {m: pairwise_distance(m, histograms, histograms) for m in METRICS}
+    gram = cache.get_or_compute({"kind": "gram", "members": bank_fingerprint(bank.names, bank.adapter_dirs)},
+                                lambda: bank_gram_matrix(bank.adapter_dirs))
+    timings["distances_and_gram_s"] = time.perf_counter() - started
+
+    rows: list[dict[str, Any]] = []
+    device = torch.device("cpu")
+    scratch = Path(tempfile.mkdtemp(prefix="meta-study-"))
+
+    def score(task, examples, adapter_dir: Path | None) -> dict[str, float]:
+        evaluated = model if adapter_dir is None else PeftModel.from_pretrained(model, str(adapter_dir))
+        started = time.perf_counter()
+        result = EVALUATORS.get(task.eval_mode)(evaluated, tokenizer, task, examples, cfg, device,
+                                                desc=adapter_dir.name if adapter_dir else "base")
+        timings["eval_s"] += time.perf_counter() - started
+        timings["evals"] += 1
+        if adapter_dir is not None:
+            evaluated.unload()  # the base weights stay untouched: LoRA layers are removed, not merged
+        return dict(result.metrics)
+
+    for target in targets:
+        index = bank.index(target)
+        member = bank.members[index]
+        task = task_from_reference(dict(member.dataset))
+        examples = task.eval_examples()[:eval_limit]
+        fixed = {"base": score(task, examples, None), "oracle": score(task, examples, bank.adapter_dirs[index])}
+        for protocol, by_source in PROTOCOLS.items():
+            mask = exclusion_mask([target], bank.names, [member.source] if by_source else None,
+                                  bank.sources if by_source else None)
+            train = [i for i in range(len(bank)) if not mask[0, i]]
+            started = time.perf_counter()
+            transforms = {m: train_mlp_transform(bank_distances[m], gram, train, temperature=cfg.method.temperature,
+                                                 seed=cfg.seed, **dict(cfg.method.mlp)).transform for m in METRICS}
+            timings["mlp_s"] += time.perf_counter() - started
+            settings = settings_for({m: bank_distances[m][index:index + 1] for m in METRICS}, mask, transforms,
+                                    cfg.method.temperature)
+            evaluated: dict[str, dict[str, float]] = {}
+            for setting, coefficients in settings.items():
+                key = coefficient_key(coefficients)
+                if key not in evaluated:
+                    adapter = scratch / f"{target}-{key[:10]}"
+                    started = time.perf_counter()
+                    predict_adapter(bank.adapter_dirs, coefficients, adapter, mode=combine, top_k=cfg.method.top_k)
+                    timings["predict_s"] += time.perf_counter() - started
+                    evaluated[key] = score(task, examples, adapter)
+                top = int(np.argmax(coefficients))
+                rows.append({"target": target, "protocol": protocol, "setting": setting, **evaluated[key],
+                             "top_member": bank.names[top], "top_coefficient": float(coefficients[top])})
+            for name, scores in fixed.items():
+                rows.append({"target": target, "protocol": protocol, "setting": name, **scores})
+        print(f"{target}: base {fixed['base']}, oracle {fixed['oracle']}", flush=True)
+        if out is not None:  # progress survives an interruption
+            write_json(out, {"rows": rows, "timings": dict(timings)})
+
+    metric_names = tuple(k for k in rows[0] if k not in {"target", "protocol", "setting", "top_member",
+                                                        "top_coefficient"})
+    result = {"bank": str(bank_dir), "bank_size": len(bank), "targets": targets, "combine": combine,
+              "eval_limit": eval_limit, "overrides": overrides, "rows": rows,
+              "summary": summarise(rows, metric_names), "timings": dict(timings)}
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    tmp.replace(path)
+
+
+def markdown_table(result: dict[str, Any], scores: tuple[str, ...] = ("rougeL", "exact_match")) -> str:
+    """Rows: settings; columns: each score under each protocol."""
+    summary = result["summary"]
+    settings = sorted({key.split("|", 1)[1] for key in summary},
+                      key=lambda s: (s not in ("base",), s == "oracle", s))
+    header = "| setting | " + " | ".join(f"{s} {p.upper()}" for p in PROTOCOLS for s in scores) + " |"
+    lines = [header, "|" + "---|" * (1 + len(PROTOCOLS) * len(scores))]
+    for setting in settings:
+        cells = [f"{summary.get(f'{p}|{setting}', {}).get(s, float('nan')):.3f}" for p in PROTOCOLS for s in scores]
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bank_dir", type=Path)
+    parser.add_argument("--targets", default=None, help="comma-separated member names (default: every member)")
+    parser.add_argument("--eval-limit", type=int, default=None, help="eval examples per target")
+    parser.add_argument("--combine", default="delta", help="method.combine mode for every setting")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (rows, summary, timings)")
+    parser.add_argument("overrides", nargs="*", help="config overrides after --, e.g. model=smollm2_135m")
+    args = parser.parse_args(argv)
+    targets = args.targets.split(",") if args.targets else load_bank(args.bank_dir).names
+    result = run_study(args.bank_dir, targets, args.overrides, args.eval_limit, args.combine, args.out)
+    print(markdown_table(result))
+
+
+if __name__ == "__main__":
+    main()
