@@ -99,7 +99,7 @@ def heatmap(matrices: dict[str, np.ndarray], order: np.ndarray, categories: list
         view = matrix[np.ix_(order, order)]
         off = view[~np.eye(len(view), dtype=bool)]
         low, high = np.percentile(off, [1, 99])
-        image = ax.imshow(view, cmap="viridis_r", vmin=low, vmax=high, interpolation="nearest")
+        image = ax.imshow(view, cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
         for edge in edges:
             ax.axhline(edge - 0.5, color="white", linewidth=0.15)
             ax.axvline(edge - 0.5, color="white", linewidth=0.15)

@@ -66,6 +66,8 @@ class HardwareConfig:
     num_threads: int | None = None
     num_processes: int = 1  # >1: data-parallel through torchrun (gloo on CPU, nccl on GPU)
     distributed_backend: str = choice("auto", "auto", "gloo", "nccl")
+    # ddp: every rank holds the whole model; fsdp: frozen and trainable weights sharded per decoder layer
+    data_parallel: str = choice("ddp", "ddp", "fsdp")
     slurm: SlurmResources = field(default_factory=SlurmResources)
 
 

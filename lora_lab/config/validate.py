@@ -59,6 +59,20 @@ def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
+def check_sharding(cfg: DictConfig, methods) -> None:
+    """FSDP shards weights across ranks: only plain-PEFT methods, and no mid-run checkpoints (rank 0 alone
+    would save a shard)."""
+    if cfg.hardware.data_parallel != "fsdp" or methods.get(cfg.method.name).kind != "finetune":
+        return
+    if not methods.get(cfg.method.name).supports_fsdp:
+        able = sorted(n for n in methods.names() if methods.get(n).supports_fsdp)
+        raise ConfigError("hardware.data_parallel", "fsdp", f"method={cfg.method.name} cannot be sharded; "
+                          f"use ddp, or one of these methods", choices=able)
+    if cfg.train.checkpoint_every or cfg.resume:
+        raise ConfigError("train.checkpoint_every", cfg.train.checkpoint_every,
+                          "checkpoints and resume are not supported with hardware.data_parallel=fsdp; set 0")
+
+
 def validate_config(cfg: DictConfig) -> DictConfig:
     """Return a resolved, schema-checked copy of `cfg`; raise `ConfigError` on the first problem."""
     from lora_lab.methods import METHODS
@@ -96,5 +110,6 @@ def validate_config(cfg: DictConfig) -> DictConfig:
 
     METHODS.get(validated.method.name).check(validated)
     TASKS.get(validated.task.name).check(validated)
+    check_sharding(validated, METHODS)
     OmegaConf.set_readonly(validated, True)
     return validated

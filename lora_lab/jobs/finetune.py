@@ -8,9 +8,10 @@ from lora_lab.jobs import JOBS
 from lora_lab.jobs.context import JobContext
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_atomically
 from lora_lab.methods import METHODS
+from lora_lab.methods.adapters import load_adapter
 from lora_lab.models import load_model_and_tokenizer
 from lora_lab.training.checkpoint import Checkpointing
-from lora_lab.training.distributed import rank_and_world
+from lora_lab.training.distributed import full_trainable_state, rank_and_world, shard_model
 from lora_lab.training.loop import train
 from lora_lab.training.tokenize import featurizer_for
 
@@ -36,6 +37,9 @@ def finetune(ctx: JobContext) -> dict:
     featurize = featurizer_for(cfg.model.kind)  # prompt + answer ids, or text + class id for a SeqCls head
     features = [featurize(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len) for ex in train_examples]
     rank, world_size = rank_and_world()  # (0, 1) unless hardware.num_processes > 1 (training/distributed.py)
+    sharded = world_size > 1 and cfg.hardware.data_parallel == "fsdp"
+    if sharded:  # before the optimizer is built: FSDP replaces the parameters with their shards
+        model = shard_model(model)
     # resume from <run_dir>/checkpoint, log train_loss/lr, checkpoint every train.checkpoint_every steps
     checkpoints = Checkpointing(ctx, model, method, rank=rank)
     result = train(
@@ -52,10 +56,20 @@ def finetune(ctx: JobContext) -> dict:
         "train_tokens": result.tokens,
         "train_tokens_per_s": result.tokens_per_second,
     })
+    if world_size > 1:
+        metrics.update({"world_size": world_size, "data_parallel": cfg.hardware.data_parallel})
     if result.replica_max_abs_diff is not None:
-        metrics.update({"world_size": world_size, "replica_max_abs_diff": result.replica_max_abs_diff})
+        metrics["replica_max_abs_diff"] = result.replica_max_abs_diff
     metrics.update(method.extra_metrics(model))
-    save_atomically(lambda folder: method.save(model, folder), ctx.adapter_dir)
+    if sharded:
+        gathered = full_trainable_state(model)  # a collective: every rank takes part, rank 0 receives
+        if rank == 0:
+            save_atomically(lambda folder: method.save(model, folder, state_dict=gathered), ctx.adapter_dir)
+        if cfg.eval.after:  # the sharded model only runs with every rank; evaluate a fresh copy with the adapter
+            base, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
+            model = load_adapter(method.prepare_loaded(base).to(ctx.device), ctx.adapter_dir)
+    else:
+        save_atomically(lambda folder: method.save(model, folder), ctx.adapter_dir)
 
     if cfg.eval.after:
         metrics.update(evaluate(ctx, model, tokenizer, task, eval_examples, "after"))

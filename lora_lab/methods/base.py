@@ -29,6 +29,9 @@ class Method:
     kind: ClassVar[str] = "finetune"  # finetune | eval | meta — picks the job recipe
     schema: ClassVar[type] = NoMethodSchema
     adapter_format: ClassVar[str] = "peft"  # how `save` lays out the adapter (lora_lab/methods/adapters.py)
+    # hardware.data_parallel=fsdp needs an adapter that is a plain PEFT state dict and no per-step hooks
+    # that read whole weights (sparse masks, projections, 4-bit storage)
+    supports_fsdp: ClassVar[bool] = False
 
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg  # the whole validated config

@@ -68,6 +68,7 @@ def peft_task_type(cfg) -> str:
 class LoraMethod(Method):
     name = "lora"
     schema = LoraSchema
+    supports_fsdp = True
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -80,10 +81,11 @@ class LoraMethod(Method):
             model.save_pretrained(self._initial.name)
         return model
 
-    def save(self, model: torch.nn.Module, out_dir: Path) -> None:
+    def save(self, model: torch.nn.Module, out_dir: Path, state_dict: dict | None = None) -> None:
+        """`state_dict`: the adapter weights gathered from a sharded (FSDP) model, saved in place of its shards."""
         initial = getattr(self, "_initial", None)  # PiSSA/OLoRA: convert against the adapter saved at init
         conversion = initial.name if initial else None
-        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=conversion)
+        model.save_pretrained(str(out_dir), path_initial_model_for_weight_conversion=conversion, state_dict=state_dict)
         write_record(out_dir, self.record())
 
 

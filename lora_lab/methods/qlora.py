@@ -76,6 +76,7 @@ def unpacked_numel(param: torch.nn.Parameter) -> int:
 @METHODS.register("qlora")
 class QloraMethod(LoraMethod):
     name = "qlora"
+    supports_fsdp = False
     schema = QloraSchema
     adapter_format = "peft_4bit"
 

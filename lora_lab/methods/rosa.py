@@ -59,6 +59,7 @@ def warmup_steps(cfg) -> int:
 @METHODS.register("rosa")
 class RosaMethod(LoraMethod):
     name = "rosa"
+    supports_fsdp = False
     schema = RosaSchema
     adapter_format = "rosa"
 

@@ -47,6 +47,7 @@ def lora_factors(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]
 @METHODS.register("sparse_lora")
 class SparseLoraMethod(LoraMethod):
     name = "sparse_lora"
+    supports_fsdp = False
     schema = SparseLoraSchema
 
     @classmethod

@@ -161,6 +161,38 @@ def wrap_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 
 
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP (per-parameter sharding, `fully_shard`): each decoder layer is one unit, gathered for its forward
+    and backward and freed after, then the root. Frozen and adapter weights are sharded alike, so a rank holds
+    1/N of the model between layers; gradients are reduce-scattered (averaged, as DDP does)."""
+    from torch.distributed.fsdp import fully_shard
+
+    layer_classes = next((set(m._no_split_modules) for m in model.modules() if getattr(m, "_no_split_modules", None)),
+                         set())
+    layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
+    if not layers:
+        raise RuntimeError(f"{type(model).__name__}: no decoder layers found to shard (_no_split_modules)")
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Gather the trainable weights of a sharded model (a collective: every rank calls it); rank 0 gets
+    full CPU tensors, the other ranks an empty dict."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    return get_model_state_dict(model, options=options)
+
+
 def global_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum numbers over ranks (answer-token counts, losses, tokens seen)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -86,8 +86,11 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
-    # Data-parallel: DDP all-reduces (averages) gradients on the last micro-batch of each step (no_sync before).
-    ddp = distributed.wrap_model(model, device) if world_size > 1 else None
+    # Data-parallel: DDP all-reduces (averages) gradients on the last micro-batch of each step (no_sync before);
+    # a model sharded by FSDP (finetune shards it before the optimizer sees its parameters) reduce-scatters them.
+    sharded = world_size > 1 and distributed.is_sharded(model)
+    ddp = distributed.wrap_model(model, device) if world_size > 1 and not sharded else None
+    parallel = ddp is not None or sharded
     forward = torch.compile(ddp or model) if tcfg.compile else (ddp or model)
 
     answer_only = bool(tcfg.answer_only_logits) and cfg.model.kind == "causal_lm"
@@ -106,11 +109,14 @@ def train(
         micro = [collate([features[i] for i in idx], pad_id, left=answer_only) for idx in window]
         answer_tokens = [count_targets(b["labels"]) for b in micro]
         # Normalise by the GLOBAL answer-token count; x world_size undoes DDP's averaging over ranks.
-        total_answer = max(distributed.global_sum([sum(answer_tokens)], device)[0] if ddp else sum(answer_tokens), 1)
+        total_answer = max(distributed.global_sum([sum(answer_tokens)], device)[0] if parallel else sum(answer_tokens), 1)
         step_loss, step_tokens = 0.0, 0
         for i, (batch, n_answer) in enumerate(zip(micro, answer_tokens, strict=True)):
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            sync = ddp.no_sync() if ddp is not None and i < len(micro) - 1 else contextlib.nullcontext()
+            last = i == len(micro) - 1
+            sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
+            if sharded:
+                model.set_requires_gradient_sync(last)
             with sync:
                 with autocast_context(device, cfg.hardware.precision):
                     share = model_loss(forward, batch, answer_only_logits=answer_only) * (n_answer / total_answer)
@@ -121,7 +127,7 @@ def train(
                 loss.backward()
             step_loss += float(share.detach()) + (float(extra.detach()) / len(micro) / world_size if extra is not None else 0.0)
             step_tokens += int(batch["attention_mask"].sum())
-        if ddp is not None:
+        if parallel:
             step_loss, step_tokens = distributed.global_sum([step_loss, step_tokens], device)
         state.tokens += int(step_tokens)
         method.after_backward(model, state.step)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from lab_helpers import REPO, TINY
 from safetensors.torch import load_file
@@ -32,8 +33,21 @@ def _run(tmp: Path, name: str, *overrides: str) -> Path:
     return run_dir
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path: Path):
-    single = _run(tmp_path, "single", "train.grad_accum=2", "eval.after=false")
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """One process, 2 micro-batches per step: the reference for 2 ranks x 1 micro-batch."""
+    return _run(tmp_path_factory.mktemp("single"), "single", "train.grad_accum=2", "eval.after=false")
+
+
+def _max_adapter_diff(a_dir: Path, b_dir: Path) -> float:
+    a = load_file(str(a_dir / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(b_dir / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert any(float(a[k].abs().max()) > 0 for k in a if "lora_B" in k)  # the adapter did train
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path: Path, single: Path):
     ddp = _run(tmp_path, "ddp", "hardware=cpu_ddp", "train.grad_accum=1")
 
     one = json.loads((single / "metrics.json").read_text())
@@ -49,12 +63,33 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path):
     assert one["train_tokens"] == two["train_tokens"]
     assert abs(one["first_train_loss"] - two["first_train_loss"]) < 1e-4
     assert abs(one["final_train_loss"] - two["final_train_loss"]) < 1e-4
-    a = load_file(str(single / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(ddp / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    worst = _max_adapter_diff(single, ddp)
     assert worst < 1e-5, worst
-    assert any(float(a[k].abs().max()) > 0 for k in a if "lora_B" in k)  # the adapter did train
+
+
+def test_fsdp_sharded_ranks_train_the_same_adapter_as_one_process(tmp_path: Path, single: Path):
+    fsdp = _run(tmp_path, "fsdp", "hardware=cpu_ddp", "hardware.data_parallel=fsdp", "train.grad_accum=1")
+    metrics = json.loads((fsdp / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["world_size"] == 2 and metrics["data_parallel"] == "fsdp"
+    one = json.loads((single / "metrics.json").read_text())
+    assert abs(one["final_train_loss"] - metrics["final_train_loss"]) < 1e-4
+    worst = _max_adapter_diff(single, fsdp)  # gathered from the shards by rank 0, same weights
+    assert worst < 1e-5, worst
+    assert "after_accuracy" in metrics and (fsdp / "predictions_after.jsonl").exists()  # rank 0 evaluated
+    assert len(list(fsdp.rglob("metrics.json"))) == 1
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["method=qlora"], "hardware.data_parallel"),
+    (["train.checkpoint_every=2"], "train.checkpoint_every"),
+])
+def test_fsdp_refuses_what_it_cannot_shard(overrides: list[str], key: str):
+    from lab_helpers import validated_cfg
+
+    from lora_lab.config.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        validated_cfg("hardware=cpu_ddp", "hardware.data_parallel=fsdp", *overrides)
 
 
 def test_prepare_is_a_no_op_for_one_process(tmp_path: Path):
