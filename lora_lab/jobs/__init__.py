@@ -51,7 +51,7 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     started = time.perf_counter()
     identity: dict[str, Any] = {key: _name_of(raw_cfg, key) for key in ("method", "task", "model")}
-    logger = None
+    logger, exit_code = None, 0
     try:
         cfg = validate_config(raw_cfg)
         identity = {"method": cfg.method.name, "task": cfg.task.name, "model": cfg.model.name,
@@ -69,12 +69,15 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics = {**identity, "status": "failed", "error_type": type(err).__name__, "error": str(err),
                    "job_seconds": time.perf_counter() - started}
         atomic_write_json(metrics_path, metrics)
+        exit_code = 1
+        if logger is not None:
+            logger.summary({"status": "failed", "error_type": metrics["error_type"], "error": metrics["error"]})
         if not isinstance(err, ConfigError | DataError):
             (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         raise
     finally:
         if logger is not None:
-            logger.finish()
+            logger.finish(exit_code)
     atomic_write_json(metrics_path, metrics)
     return metrics
 

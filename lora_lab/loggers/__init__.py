@@ -22,8 +22,8 @@ class NoLogger:
     def summary(self, metrics: dict) -> None:
         pass
 
-    def finish(self) -> None:
-        pass
+    def finish(self, exit_code: int = 0) -> None:
+        """`exit_code` != 0 marks the run failed on the dashboard."""
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):

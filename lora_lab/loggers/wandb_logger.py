@@ -87,7 +87,7 @@ class WandbLogger:
     def summary(self, metrics: dict) -> None:
         self.run.summary.update(_plain_metrics(metrics))
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)  # non-zero: the run shows as failed, not finished
             self.run = None

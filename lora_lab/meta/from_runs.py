@@ -28,6 +28,16 @@ def member_name(task: dict[str, Any], job: Path) -> str:
     return str(task["sni_task"]) if task.get("sni_task") else f"{task['name']}_{job.name}"
 
 
+def job_config(config_path: Path) -> dict[str, Any]:
+    """A job's saved config with its model and task sections resolved (`${task.sni_task}`, `${data_dir:...}`),
+    so a member's dataset reference stands on its own outside the job."""
+    from lora_lab.cli import register_resolvers
+
+    register_resolvers()
+    cfg = OmegaConf.load(config_path)
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task")}
+
+
 def member_source(task: dict[str, Any]) -> str | None:
     """`task.source` when set; SNI tasks otherwise share a source when their names share the dataset word
     (task1146_country_capital and task1147_country_currency are both `country`)."""
@@ -47,7 +57,7 @@ def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Pa
         config_path = job / ".hydra" / "config.yaml"
         if metrics.get("status") != "ok" or not (job / "adapter").is_dir() or not config_path.is_file():
             continue
-        cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
+        cfg = job_config(config_path)
         name = member_name(cfg["task"], job)
         destination = bank_dir / "adapters" / name
         if destination.exists():

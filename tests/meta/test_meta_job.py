@@ -99,3 +99,14 @@ def test_study_scores_every_setting_and_baseline_per_target_and_protocol(bank: P
     assert nearest == {"arith_0": "arith_1", "arith_3": "arith_2"}  # operands 5~9 and 90~60
     assert json.loads(out.read_text())["summary"] == result["summary"]
     assert "| oracle |" in markdown_table(result, ("accuracy",))
+
+
+def test_meta_grid_experiment_runs_all_12_settings_in_one_multirun(bank: Path, tmp_path: Path) -> None:
+    lora_lab(["-m", "experiment=meta_grid", "model=tiny", f"method.bank_dir={bank}", "method.target=arith_3",
+              "task.eval_limit=2", "eval.before=false", "eval.max_new_tokens=2", "print_summary=false",
+              "method.mlp.steps=10"], tmp_path)
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "multiruns").rglob("metrics.json")]
+    assert len(jobs) == 12 and all(j["status"] == "ok" for j in jobs), [j.get("error") for j in jobs]
+    configs = {(p.parent / ".hydra" / "overrides.yaml").read_text() for p in (tmp_path / "multiruns").rglob("metrics.json")}
+    assert len(configs) == 12  # 3 versions x 4 metrics, each once
+    assert all(j["target"] == "arith_3" and j["top1_member"] != "arith_3" for j in jobs)

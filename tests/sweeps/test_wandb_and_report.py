@@ -74,3 +74,23 @@ def test_report_over_the_sweep(wandb_sweep: Path, capsys) -> None:
     table = (wandb_sweep / "results.md").read_text()
     assert "| 2 |" in table and "| 4 |" in table and "arith" in table
     assert (wandb_sweep / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failed_job_is_a_failed_wandb_run(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lora_lab", "model=tiny", "task=gsm8k", f"task.data_dir={empty}",
+                           "print_summary=false", "logger=wandb", f"hydra.run.dir={run_dir}"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "failed"
+    files = run_files(run_dir)
+    assert len(files) == 1
+    run = read_run(files[0])
+    assert run["exit_code"] == 1  # the dashboard shows it failed, not finished
+    assert run["summary"]["status"] == "failed" and "error" in run["summary"]

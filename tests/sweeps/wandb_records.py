@@ -42,10 +42,11 @@ def raw_records(path: Path) -> list[bytes]:
 
 
 def read_run(run_file: Path) -> dict:
-    """{"history": [row dicts], "summary": {...}, "config": {...}, "run": RunRecord} of one offline run."""
+    """{"history": [row dicts], "summary": {...}, "config": {...}, "run": RunRecord, "exit_code": int} of one
+    offline run."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    history, summary, config, run = [], {}, {}, None
+    history, summary, config, run, exit_code = [], {}, {}, None, None
     for raw in raw_records(run_file):
         record = pb.Record()
         record.ParseFromString(raw)
@@ -59,11 +60,13 @@ def read_run(run_file: Path) -> dict:
         elif kind == "config":
             for item in record.config.update:
                 config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif kind == "exit":
+            exit_code = record.exit.exit_code
         elif kind == "run":
             run = record.run
             for item in record.run.config.update:
                 config[item.key] = json.loads(item.value_json)
-    return {"history": history, "summary": summary, "config": config, "run": run}
+    return {"history": history, "summary": summary, "config": config, "run": run, "exit_code": exit_code}
 
 
 def run_files(run_dir: Path) -> list[Path]:
