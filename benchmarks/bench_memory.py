@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# LORA_LAB_BENCH_RESULTS: write elsewhere (tests use a tmp dir so the committed results stay as measured)
+RESULTS = Path(os.environ.get("LORA_LAB_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 CASES = {"lora": "lora", "qlora": "qlora", "full_adamw": "galore", "galore": "galore"}
 
 

@@ -35,7 +35,8 @@ from lora_lab.meta.histograms import token_histogram  # noqa: E402
 from lora_lab.tasks.sni import Instance, sni_prompt, split_instances  # noqa: E402
 
 METRICS = ("wd", "kl", "js", "mmd")
-RESULTS = Path(__file__).parent / "results"
+# LORA_LAB_BENCH_RESULTS: write elsewhere (tests use a tmp dir so the committed results stay as measured)
+RESULTS = Path(os.environ.get("LORA_LAB_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def read_tasks(folder: Path) -> tuple[dict[str, list[Instance]], dict[str, dict]]:
@@ -95,7 +96,7 @@ def heatmap(matrices: dict[str, np.ndarray], order: np.ndarray, categories: list
     fig, axes = plt.subplots(2, 2, figsize=(12, 11.5))
     ordered_categories = [categories[i] for i in order]
     edges = [i for i in range(1, len(order)) if ordered_categories[i] != ordered_categories[i - 1]]
-    for ax, (name, matrix) in zip(axes.flat, matrices.items()):
+    for ax, (name, matrix) in zip(axes.flat, matrices.items(), strict=True):
         view = matrix[np.ix_(order, order)]
         off = view[~np.eye(len(view), dtype=bool)]
         low, high = np.percentile(off, [1, 99])

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import lab_helpers  # noqa: F401  (sets the offline environment variables before any test runs)
+import pytest
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from lab_helpers import compose_cfg, tiny_cfg
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from lab_helpers import compose_cfg, tiny_cfg
 from omegaconf import open_dict
 
 from lora_lab.cli import CONF_DIR
@@ -94,5 +94,7 @@ def test_unknown_task_name_in_a_hand_written_config() -> None:
 def test_validated_config_is_plain_and_read_only() -> None:
     cfg = validate_config(tiny_cfg())
     assert cfg.train.answer_only_logits is True
-    with pytest.raises(Exception):
+    from omegaconf.errors import ReadonlyConfigError
+
+    with pytest.raises(ReadonlyConfigError):
         cfg.train.lr = 1.0
