@@ -53,8 +53,13 @@ def compose_study_config(overrides: list[str]):
 
 def settings_for(distances: dict[str, np.ndarray], mask: np.ndarray, transforms: dict[str, Any],
                  temperature: float) -> dict[str, np.ndarray]:
-    """Setting name -> coefficient row over the bank for one target and protocol."""
+    """Setting name -> coefficient row over the bank for one target and protocol. An `embedding` entry in
+    `distances` (cosine distance of mean sentence embeddings) adds the representation beyond the paper."""
     rows = {}
+    if "embedding" in distances:
+        rows["normalized/embedding"] = compute_coefficients("normalized", distances["embedding"], mask,
+                                                            temperature)[0]
+        rows["nearest/embedding"] = compute_coefficients("nearest", distances["embedding"], mask)[0]
     for version in PAPER_VERSIONS:
         for metric in METRICS:
             transform = transforms.get(metric) if version == "mlp" else None
@@ -83,7 +88,7 @@ def summarise(rows: list[dict[str, Any]], metric_names: tuple[str, ...]) -> dict
 
 
 def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_limit: int | None,
-              combine: str = "delta", out: Path | None = None) -> dict[str, Any]:
+              combine: str = "delta", out: Path | None = None, embedding: bool = False) -> dict[str, Any]:
     import torch
     from peft import PeftModel
 
@@ -109,6 +114,13 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
     represent = Representer(cfg, tokenizer, cache)
     histograms = np.stack([represent(dict(m.dataset)) for m in bank.members])
     bank_distances = {m: pairwise_distance(m, histograms, histograms) for m in METRICS}
+    if embedding:  # mean MiniLM sentence embeddings, cosine distance
+        from omegaconf import OmegaConf
+
+        embedded_cfg = OmegaConf.merge(cfg, {"method": {"representation": "embedding"}})
+        embed = Representer(embedded_cfg, tokenizer, cache)
+        vectors = np.stack([embed(dict(m.dataset)) for m in bank.members])
+        bank_distances["embedding"] = pairwise_distance("cosine", vectors, vectors)
     gram = cache.get_or_compute({"kind": "gram", "members": bank_fingerprint(bank.names, bank.adapter_dirs)},
                                 lambda: bank_gram_matrix(bank.adapter_dirs))
     timings["distances_and_gram_s"] = time.perf_counter() - started
@@ -142,7 +154,7 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
             transforms = {m: train_mlp_transform(bank_distances[m], gram, train, temperature=cfg.method.temperature,
                                                  seed=cfg.seed, **dict(cfg.method.mlp)).transform for m in METRICS}
             timings["mlp_s"] += time.perf_counter() - started
-            settings = settings_for({m: bank_distances[m][index:index + 1] for m in METRICS}, mask, transforms,
+            settings = settings_for({m: d[index:index + 1] for m, d in bank_distances.items()}, mask, transforms,
                                     cfg.method.temperature)
             evaluated: dict[str, dict[str, float]] = {}
             for setting, coefficients in settings.items():
@@ -199,10 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-limit", type=int, default=None, help="eval examples per target")
     parser.add_argument("--combine", default="delta", help="method.combine mode for every setting")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (rows, summary, timings)")
+    parser.add_argument("--embedding", action="store_true", help="also rank members by MiniLM embeddings")
     parser.add_argument("overrides", nargs="*", help="config overrides after --, e.g. model=smollm2_135m")
     args = parser.parse_args(argv)
     targets = args.targets.split(",") if args.targets else load_bank(args.bank_dir).names
-    result = run_study(args.bank_dir, targets, args.overrides, args.eval_limit, args.combine, args.out)
+    result = run_study(args.bank_dir, targets, args.overrides, args.eval_limit, args.combine, args.out,
+                       args.embedding)
     print(markdown_table(result))
 
 

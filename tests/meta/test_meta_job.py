@@ -87,10 +87,10 @@ def test_study_scores_every_setting_and_baseline_per_target_and_protocol(bank: P
 
     out = tmp_path / "study.json"
     result = run_study(bank, ["arith_0", "arith_3"], ["model=tiny", "eval.max_new_tokens=4", "method.mlp.steps=20"],
-                       eval_limit=4, out=out)
+                       eval_limit=4, out=out, embedding=True)
     settings = {r["setting"] for r in result["rows"]}
     assert {f"{v}/{m}" for v in ("base", "normalized", "mlp") for m in ("wd", "kl", "js", "mmd")} <= settings
-    assert {"base", "oracle", "uniform", "nearest/js"} <= settings
+    assert {"base", "oracle", "uniform", "nearest/js", "normalized/embedding", "nearest/embedding"} <= settings
     assert len(result["rows"]) == 2 * 2 * len(settings)  # targets x protocols x settings
     for row in result["rows"]:
         if row["setting"] not in ("base", "oracle"):
