@@ -150,7 +150,9 @@ class Checkpointing:
         """Keyword arguments for `train`: a restored state/optimizer/scheduler, or nothing for a fresh start."""
         from lora_lab.training.loop import build_scheduler
 
-        run_dir = self.ctx.run_dir
+        from lora_lab.training.distributed import main_run_dir
+
+        run_dir = main_run_dir(self.ctx.run_dir)  # every data-parallel rank restores rank 0's checkpoint
         if not should_resume(self.ctx.cfg, run_dir):
             if self.ctx.cfg.get("resume", False):
                 log.warning("resume=true but %s has no checkpoint; starting from step 0", checkpoint_dir(run_dir))

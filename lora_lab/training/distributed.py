@@ -126,6 +126,12 @@ def prepare(raw_cfg: DictConfig, run_dir: Path) -> Launch:
     return Launch(cfg, scratch, rank=rank, world_size=world_size)
 
 
+def main_run_dir(run_dir: Path) -> Path:
+    """The run dir rank 0 writes: ranks > 0 work in `<run dir>/.launch/rank<k>` and read checkpoints from here."""
+    run_dir = Path(run_dir)
+    return run_dir.parent.parent if run_dir.parent.name == LAUNCH_DIR else run_dir
+
+
 def relaunch(raw_cfg: DictConfig, run_dir: Path, nproc: int) -> dict[str, Any]:
     """Run this job as `nproc` processes under torchrun and return rank 0's metrics."""
     from lora_lab.utils.io import read_json

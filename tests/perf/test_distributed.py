@@ -100,3 +100,18 @@ def test_prepare_is_a_no_op_for_one_process(tmp_path: Path):
     launch = prepare(tiny_cfg(), tmp_path)
     assert launch.metrics is None and launch.run_dir == tmp_path and launch.world_size == 1
     assert not torch.distributed.is_initialized()
+
+
+def test_data_parallel_run_resumes_on_every_rank_from_rank0_checkpoint(tmp_path: Path):
+    steps = ["train.checkpoint_every=2", "eval.after=false"]  # 3 steps: one checkpoint, at step 2
+    full = _run(tmp_path, "ddp", "hardware=cpu_ddp", "train.grad_accum=1", *steps)
+    assert (full / "checkpoint").is_dir()  # written by rank 0
+    reference = load_file(str(full / "adapter" / "adapter_model.safetensors"))
+    (full / "metrics.json").unlink()  # as if the job had been killed after the step-2 checkpoint
+    resumed = _run(tmp_path, "ddp", "hardware=cpu_ddp", "train.grad_accum=1", *steps, "resume=true")
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["resumed_from_step"] == 2
+    assert metrics["replica_max_abs_diff"] == 0.0  # rank 1 restored the same state as rank 0
+    again = load_file(str(resumed / "adapter" / "adapter_model.safetensors"))
+    worst = max(float((reference[k] - again[k]).abs().max()) for k in reference)
+    assert worst < 1e-6, worst
