@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from lab_helpers import compose_cfg, tiny_cfg
@@ -98,3 +100,11 @@ def test_validated_config_is_plain_and_read_only() -> None:
 
     with pytest.raises(ReadonlyConfigError):
         cfg.train.lr = 1.0
+
+
+@pytest.mark.parametrize("task", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "task").glob("*.yaml")))
+def test_every_task_lists_the_common_keys(task: str) -> None:
+    """A multirun composes its non-swept overrides against the DEFAULT task first, so `-m task=a,b
+    task.train_limit=N` only works when every task (the default included) lists the common keys."""
+    cfg = validate_config(compose_cfg([f"task={task}", "task.train_limit=3", "task.eval_limit=2", "task.source=x"]))
+    assert cfg.task.train_limit == 3 and cfg.task.eval_limit == 2 and cfg.task.source == "x"
