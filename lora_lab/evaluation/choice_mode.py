@@ -27,9 +27,9 @@ CHOOSERS: Registry[Chooser] = Registry("choice scorer", "model.kind")
 
 @CHOOSERS.register("causal_lm")
 def label_loglikelihoods(model, tokenizer, examples: list[Example], cfg: DictConfig, device: torch.device,
-                         desc: str) -> list[list[float]]:
+                         desc: str, task_cfg: DictConfig) -> list[list[float]]:
     """Summed log p(label word [+ EOS] | prompt), tokenised exactly as the training target is."""
-    with_eos = bool(cfg.task.get("choice_eos", True)) and tokenizer.eos_token_id is not None
+    with_eos = bool(task_cfg.get("choice_eos", True)) and tokenizer.eos_token_id is not None
     pairs, owners = [], []
     for n, ex in enumerate(examples):
         context = prompt_ids(tokenizer, render_prompt(tokenizer, ex, cfg.model.use_chat_template))
@@ -47,7 +47,7 @@ def label_loglikelihoods(model, tokenizer, examples: list[Example], cfg: DictCon
 
 @CHOOSERS.register("sequence_classification")
 def head_scores(model, tokenizer, examples: list[Example], cfg: DictConfig, device: torch.device,
-                desc: str) -> list[list[float]]:
+                desc: str, task_cfg: DictConfig) -> list[list[float]]:
     return head_logits(model, tokenizer, examples, max_len=cfg.train.max_seq_len, batch_size=cfg.eval.batch_size,
                        device=device, desc=desc)
 
@@ -59,7 +59,8 @@ def evaluate_choice(model, tokenizer, task: Task, examples: list[Example], cfg: 
         if not ex.choices:
             raise ValueError(f"task {task.name!r} uses eval_mode=choice but gives an example without choices")
     started = time.perf_counter()
-    scores = CHOOSERS.get(cfg.model.kind)(model, tokenizer, examples, cfg, device, desc)
+    # the task's own settings (task.cfg), not cfg.task: a meta job evaluates a bank member's task
+    scores = CHOOSERS.get(cfg.model.kind)(model, tokenizer, examples, cfg, device, desc, task.cfg)
     seconds = time.perf_counter() - started
     predictions = [ex.choices[max(range(len(s)), key=s.__getitem__)] for ex, s in zip(examples, scores, strict=True)]
     per_example = [task.score(p, ex) for p, ex in zip(predictions, examples, strict=True)]

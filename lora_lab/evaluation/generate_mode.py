@@ -22,7 +22,7 @@ def evaluate_generation(model, tokenizer, task: Task, examples: list[Example], c
     started = time.perf_counter()
     predictions = generate_batched(
         model, tokenizer, prompts,
-        max_new_tokens=cfg.eval.max_new_tokens or cfg.task.max_new_tokens,
+        max_new_tokens=cfg.eval.max_new_tokens or task.cfg.max_new_tokens,  # the task's own, not cfg.task's
         batch_size=cfg.eval.batch_size, stop_strings=task.stop_strings, device=device, desc=desc,
     )
     seconds = time.perf_counter() - started

@@ -34,14 +34,14 @@ def stream_ids(tokenizer, examples: list[Example]) -> tuple[list[int], list[int]
 def evaluate_perplexity(model, tokenizer, task: Task, examples: list[Example], cfg: DictConfig,
                         device: torch.device, desc: str = "eval") -> EvalResult:
     ids, owner = stream_ids(tokenizer, examples)
-    cap = cfg.task.get("max_eval_tokens")
+    cap = task.cfg.get("max_eval_tokens")  # the task's own settings: a meta job evaluates a bank member's task
     if cap:
         ids, owner = ids[:cap], owner[:cap]
     if len(ids) < 2:
         raise ValueError(f"task {task.name!r}: the evaluation text has {len(ids)} token(s); perplexity needs >= 2")
     started = time.perf_counter()
-    nll = token_nll(model, ids, context=cfg.task.context, stride=cfg.task.stride,
-                    batch_size=cfg.task.windows_per_batch, device=device, desc=desc)
+    nll = token_nll(model, ids, context=task.cfg.context, stride=task.cfg.stride,
+                    batch_size=task.cfg.windows_per_batch, device=device, desc=desc)
     seconds = time.perf_counter() - started
     mean_nll = float(nll.mean())
     metrics = {"perplexity": math.exp(mean_nll), "mean_nll": mean_nll, "eval_tokens": len(nll),

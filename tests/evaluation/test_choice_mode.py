@@ -53,7 +53,7 @@ def test_batched_scores_equal_direct_computation(tiny):
 def test_label_scores_include_eos_as_trained(tiny):
     model, tokenizer, cfg = tiny
     ex = Example(prompt="Is it good? a fine film", target="positive", choices=["negative", "positive"], label=1)
-    scores = label_loglikelihoods(model, tokenizer, [ex], cfg, torch.device("cpu"), "test")[0]
+    scores = label_loglikelihoods(model, tokenizer, [ex], cfg, torch.device("cpu"), "test", cfg.task)[0]
     context = prompt_ids(tokenizer, render_prompt(tokenizer, ex, False))
     for choice, score in zip(ex.choices, scores, strict=True):
         continuation = tokenizer(choice, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -69,3 +69,20 @@ def test_eos_ids_merge_the_generation_config(tiny):
         assert eos_ids(model, tokenizer) == [tokenizer.eos_token_id, 5]
     finally:
         model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def test_generation_length_comes_from_the_evaluated_task_not_the_job_task(tiny):
+    """A meta job evaluates a bank member's task while cfg.task is whatever the command line chose."""
+    from omegaconf import OmegaConf
+
+    from lora_lab.evaluation import EVALUATORS
+    from lora_lab.tasks import TASKS
+
+    model, tokenizer = tiny
+    cfg = validated_cfg("task.max_new_tokens=30")  # the job's task (arith) would allow 30 tokens
+    short = OmegaConf.merge(cfg.task, {"max_new_tokens": 1})
+    task = TASKS.get("arith")(short)
+    examples = task.eval_examples()[:3]
+    result = EVALUATORS.get("generate")(model, tokenizer, task, examples, cfg, torch.device("cpu"))
+    for record in result.records:
+        assert len(tokenizer(record["prediction"], add_special_tokens=False)["input_ids"]) <= 1

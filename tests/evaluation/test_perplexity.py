@@ -53,9 +53,9 @@ def test_whole_text_in_one_window_equals_a_plain_forward(tiny):
     nll = token_nll(model, ids, context=len(ids) + 5, stride=len(ids), batch_size=4, device=CPU)
     assert torch.allclose(nll, plain_nll(model, ids), atol=1e-4)
     example = Example(prompt="", target=TEXT, language_modeling=True)
-    metrics = evaluate_perplexity(model, tokenizer, TASKS.get("wikitext2")(cfg.task), [example],
-                                  validate_config(task_cfg("wikitext2", f"task.context={len(ids) + 1}",
-                                                           f"task.stride={len(ids)}")), CPU).metrics
+    one_window = validate_config(task_cfg("wikitext2", f"task.context={len(ids) + 1}", f"task.stride={len(ids)}"))
+    metrics = evaluate_perplexity(model, tokenizer, TASKS.get("wikitext2")(one_window.task), [example],
+                                  one_window, CPU).metrics
     expected = plain_nll(model, ids).mean().item()
     assert metrics["eval_tokens"] == len(ids) - 1
     assert metrics["mean_nll"] == pytest.approx(expected, abs=1e-5)
