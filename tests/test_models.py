@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,13 @@ def test_local_source_without_folder_fails_clearly() -> None:
     with pytest.raises(ConfigError) as err:
         load_model_and_tokenizer(cfg)
     assert "model.local_dir" in str(err.value)
+
+
+def test_adapters_record_the_hub_id_as_their_base_whatever_the_weights_source(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = validated_cfg("model.hub_id=org/some-model")
+    model, _ = load_model_and_tokenizer(cfg)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(str(tmp_path))
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "org/some-model"

@@ -29,6 +29,7 @@ from lora_lab.meta import (
     predict_adapter,
     represent_dataset,
 )
+from lora_lab.meta.bank import check_bank_model
 from lora_lab.meta.cache import bank_fingerprint, cache_key
 from lora_lab.meta.gram import bank_gram_matrix
 from lora_lab.meta.mlp import train_mlp_transform
@@ -108,6 +109,7 @@ def meta_generate(ctx: JobContext) -> dict:
     timings: dict[str, float] = {}
     with timed(timings, "load_bank"):
         bank = load_bank(mcfg.bank_dir)
+        check_bank_model(bank, cfg.model)
     if mcfg.target:  # leave-one-out over the bank: the target is a member's own dataset
         target_index = bank.index(mcfg.target)
         target_member = bank.members[target_index]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lora_lab.config.errors import DataError
+from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.meta.adapters import AdapterReader, read_adapter_config
 
 BANK_INDEX = "bank.json"
@@ -163,6 +163,14 @@ def validate_members(
         if isinstance(reference["target_modules"], tuple)
         else (reference["target_modules"],),
     )
+
+
+def check_bank_model(bank: Bank, model_cfg: Any) -> None:
+    """The model a meta job loads must be the one the bank was trained on (its hub id or config name)."""
+    accepted = {str(v) for v in (model_cfg.get("hub_id"), model_cfg.get("name")) if v}
+    if bank.base_model not in accepted:
+        raise ConfigError("model", model_cfg.get("name"), f"the bank in {bank.root} was trained on "
+                          f"{bank.base_model!r}; pick the model config for that base")
 
 
 def write_bank_index(root: str | Path, base_model: str, members: Iterable[Mapping[str, Any]]) -> Path:

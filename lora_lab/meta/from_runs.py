@@ -63,7 +63,7 @@ def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Pa
         if destination.exists():
             shutil.rmtree(destination)
         shutil.copytree(job / "adapter", destination)
-        base_models.add(cfg["model"]["name"])
+        base_models.add(str(cfg["model"].get("hub_id") or cfg["model"]["name"]))  # what adapters record
         members.append(
             {
                 "name": name,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lora_lab.meta.bank import load_bank
+from lora_lab.meta.bank import check_bank_model, load_bank
 from lora_lab.meta.cache import ArrayCache, bank_fingerprint
 from lora_lab.meta.coefficients import PAPER_VERSIONS, compute_coefficients, exclusion_mask
 from lora_lab.meta.combine import predict_adapter
@@ -98,6 +99,7 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
 
     cfg = compose_study_config([f"method.bank_dir={bank_dir}", *overrides])
     bank = load_bank(bank_dir)
+    check_bank_model(bank, cfg.model)
     unknown = [t for t in targets if t not in bank.names]
     if unknown:
         from lora_lab.config.errors import ConfigError
@@ -212,10 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--combine", default="delta", help="method.combine mode for every setting")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (rows, summary, timings)")
     parser.add_argument("--embedding", action="store_true", help="also rank members by MiniLM embeddings")
-    parser.add_argument("overrides", nargs="*", help="config overrides after --, e.g. model=smollm2_135m")
-    args = parser.parse_args(argv)
+    parser.epilog = "Config overrides go after `--`, e.g. `-- model=smollm2_135m eval.max_new_tokens=32`."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]
     targets = args.targets.split(",") if args.targets else load_bank(args.bank_dir).names
-    result = run_study(args.bank_dir, targets, args.overrides, args.eval_limit, args.combine, args.out,
+    result = run_study(args.bank_dir, targets, overrides, args.eval_limit, args.combine, args.out,
                        args.embedding)
     print(markdown_table(result))
 

@@ -168,4 +168,8 @@ def load_model_and_tokenizer(
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.model.get("hub_id"):
+        # Weights read from a GGUF cache or a local copy are still the hub model: adapters saved on it record
+        # the hub id as their base (`base_model_name_or_path`), not a path that exists on this machine only.
+        model.config._name_or_path = model.name_or_path = str(cfg.model.hub_id)
     return model, tokenizer

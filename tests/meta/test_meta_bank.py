@@ -4,7 +4,7 @@ import pytest
 import torch
 from meta_adapters import BASE_MODEL, adapter_config, random_factors, write_member
 
-from lora_lab.config.errors import DataError
+from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.meta.bank import (
     BankValidationError,
     load_bank,
@@ -104,3 +104,14 @@ def test_bank_member_source_comes_from_config_or_the_sni_task_name() -> None:
     assert member_source({"name": "sni", "sni_task": "task1147_country_currency"}) == "country"
     assert member_source({"name": "sni", "sni_task": "task1147_country_currency", "source": "geo"}) == "geo"
     assert member_source({"name": "sst2"}) is None
+
+
+def test_a_bank_refuses_a_model_it_was_not_trained_on(tmp_path, make_bank):
+    from omegaconf import OmegaConf
+
+    from lora_lab.meta.bank import check_bank_model
+
+    bank = load_bank(make_bank(2)[0])
+    check_bank_model(bank, OmegaConf.create({"name": "x", "hub_id": BASE_MODEL}))  # the hub id matches
+    with pytest.raises(ConfigError, match="model.*trained on"):
+        check_bank_model(bank, OmegaConf.create({"name": "smollm2_135m", "hub_id": "HuggingFaceTB/other"}))
