@@ -89,7 +89,8 @@ def summarise(rows: list[dict[str, Any]], metric_names: tuple[str, ...]) -> dict
 
 
 def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_limit: int | None,
-              combine: str = "delta", out: Path | None = None, embedding: bool = False) -> dict[str, Any]:
+              combine: str = "delta", out: Path | None = None, embedding: bool = False,
+              only: list[str] | None = None) -> dict[str, Any]:
     import torch
     from peft import PeftModel
 
@@ -158,6 +159,8 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
             timings["mlp_s"] += time.perf_counter() - started
             settings = settings_for({m: d[index:index + 1] for m, d in bank_distances.items()}, mask, transforms,
                                     cfg.method.temperature)
+            if only:
+                settings = {name: c for name, c in settings.items() if name in only}
             evaluated: dict[str, dict[str, float]] = {}
             for setting, coefficients in settings.items():
                 key = coefficient_key(coefficients)
@@ -214,13 +217,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--combine", default="delta", help="method.combine mode for every setting")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (rows, summary, timings)")
     parser.add_argument("--embedding", action="store_true", help="also rank members by MiniLM embeddings")
+    parser.add_argument("--settings", default=None, help="comma-separated subset, e.g. normalized/js,uniform "
+                        "(base model and oracle are always scored)")
     parser.epilog = "Config overrides go after `--`, e.g. `-- model=smollm2_135m eval.max_new_tokens=32`."
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]
     targets = args.targets.split(",") if args.targets else load_bank(args.bank_dir).names
     result = run_study(args.bank_dir, targets, overrides, args.eval_limit, args.combine, args.out,
-                       args.embedding)
+                       args.embedding, args.settings.split(",") if args.settings else None)
     print(markdown_table(result))
 
 
