@@ -24,10 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 from transformers import StoppingCriteriaList  # noqa: E402
 
-from lora_lab.cli import CONF_DIR, register_resolvers  # noqa: E402
+from lora_lab.cli import compose_config  # noqa: E402
 from lora_lab.config.validate import validate_config  # noqa: E402
 from lora_lab.evaluation.generation import StopOnStrings, cut_at_stop, eos_ids, generate_batched  # noqa: E402
 from lora_lab.models import load_model_and_tokenizer  # noqa: E402
@@ -36,7 +35,6 @@ from lora_lab.training.tokenize import prompt_ids, render_prompt  # noqa: E402
 
 
 def build(args: argparse.Namespace):
-    register_resolvers()
     overrides = [
         f"model={args.model}",
         f"task={args.task}",
@@ -45,8 +43,7 @@ def build(args: argparse.Namespace):
     ]
     if args.data_dir:
         overrides.append(f"task.data_dir={args.data_dir}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = validate_config(compose("config", overrides=overrides))
+    cfg = validate_config(compose_config(overrides))
     task = TASKS.get(cfg.task.name)(cfg.task)
     examples = task.eval_examples()
     model, tokenizer = load_model_and_tokenizer(cfg)

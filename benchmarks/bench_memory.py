@@ -39,12 +39,9 @@ CASES = {"lora": "lora", "qlora": "qlora", "full_adamw": "galore", "galore": "ga
 
 
 def _cfg(args, method: str):
-    from hydra import compose, initialize_config_dir
-
-    from lora_lab.cli import CONF_DIR, register_resolvers
+    from lora_lab.cli import compose_config
     from lora_lab.config.validate import validate_config
 
-    register_resolvers()
     overrides = [
         f"model={args.model}",
         f"task={args.task}",
@@ -58,8 +55,7 @@ def _cfg(args, method: str):
         overrides.append(f"task.data_dir={args.data_dir}")
     if method == "galore" and args.galore_rank:
         overrides.append(f"method.rank={args.galore_rank}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate_config(compose("config", overrides=overrides))
+    return validate_config(compose_config(overrides))
 
 
 def run_case(args) -> dict:

@@ -74,12 +74,9 @@ VARIANTS = {
 
 
 def build_cfg(args, extra: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from lora_lab.cli import CONF_DIR, register_resolvers
+    from lora_lab.cli import compose_config
     from lora_lab.config.validate import validate_config
 
-    register_resolvers()
     overrides = [
         f"model={args.model}",
         f"task={args.task}",
@@ -100,9 +97,7 @@ def build_cfg(args, extra: list[str]):
         overrides.append(f"task.data_dir={args.data_dir}")
     if args.model_shape:
         overrides += [f"model.tiny.{k}={v}" for k, v in SHAPES[args.model_shape].items()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return validate_config(cfg)
+    return validate_config(compose_config(overrides))
 
 
 class PeakRSS:

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import sys
 import time
@@ -31,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_lab.meta.distances import pairwise_distance  # noqa: E402
+from lora_lab.meta.from_runs import member_source  # noqa: E402
 from lora_lab.meta.histograms import token_histogram  # noqa: E402
 from lora_lab.tasks.sni import Instance, sni_prompt, split_instances  # noqa: E402
 
@@ -60,11 +60,6 @@ def train_texts(task: str, instances: list[Instance]) -> list[str]:
     """The same texts `method=meta` histograms for `task=sni` (test_fraction 0.2, split_seed 0)."""
     train = split_instances(instances, task, 0.2, 0)["train"]
     return [f"{sni_prompt(i.definition, i.input)} {i.output}" for i in train]
-
-
-def source_word(task: str) -> str:
-    found = re.match(r"task\d+_([A-Za-z0-9]+)_", task)
-    return found.group(1) if found else task
 
 
 def nearest_agreement(distances: np.ndarray, labels: list[str]) -> tuple[float, float]:
@@ -117,15 +112,11 @@ def heatmap(matrices: dict[str, np.ndarray], order: np.ndarray, categories: list
 
 def load_tokenizer(name: str):
     """The tokenizer of a model config in conf/model (offline sources included), without the weights."""
-    from hydra import compose, initialize_config_dir
-
-    from lora_lab.config.schema import register_schemas
+    from lora_lab.cli import compose_config
+    from lora_lab.config.validate import validate_config
     from lora_lab.models import load_model_and_tokenizer
 
-    register_schemas()
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base=None):
-        cfg = compose("config", overrides=[f"model={name}"])
-    _, tokenizer = load_model_and_tokenizer(cfg)
+    _, tokenizer = load_model_and_tokenizer(validate_config(compose_config([f"model={name}"])))
     return tokenizer
 
 
@@ -161,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         timings[f"distance_{metric}_s"] = time.perf_counter() - started
     timings["distances_total_s"] = sum(timings[f"distance_{m}_s"] for m in METRICS)
 
-    sources = [source_word(t) for t in tasks]
+    sources = [member_source({"sni_task": t}) or t for t in tasks]  # the bank's leave-source-out grouping
     categories = [meta.get(t, {}).get("category", "?") for t in tasks]
     checks = {}
     for metric, matrix in matrices.items():

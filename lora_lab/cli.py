@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -49,6 +50,16 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
+    """The root config with these overrides, composed as `lora-lab` composes it (schemas and resolvers in
+    place), for code that runs outside the Hydra app: benchmarks, the meta study, tests. Not validated."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

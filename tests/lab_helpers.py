@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from lora_lab.cli import CONF_DIR, register_resolvers
+from lora_lab.cli import compose_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -26,10 +25,7 @@ TINY = [
 
 
 def compose_cfg(overrides: list[str] | None = None, *, return_hydra_config: bool = False) -> DictConfig:
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides or [], return_hydra_config=return_hydra_config)
-    return cfg
+    return compose_config(overrides or [], return_hydra_config=return_hydra_config)
 
 
 def tiny_cfg(*extra: str) -> DictConfig:
