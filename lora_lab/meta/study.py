@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
+import shutil
 import sys
 import tempfile
 import time
@@ -32,24 +32,18 @@ from lora_lab.meta.combine import predict_adapter
 from lora_lab.meta.distances import pairwise_distance
 from lora_lab.meta.gram import bank_gram_matrix
 from lora_lab.meta.mlp import train_mlp_transform
+from lora_lab.utils.io import atomic_write_json
 
 METRICS = ("wd", "kl", "js", "mmd")
 PROTOCOLS = {"loo": False, "lso": True}  # protocol -> exclude the target's source siblings too
 
 
 def compose_study_config(overrides: list[str]):
-    """The root config (conf/) with `method=meta` and the user's overrides, validated like a job's."""
-    from hydra import compose, initialize_config_dir
-
-    from lora_lab.config.schema import register_schemas
+    """The root config with `method=meta` and the user's overrides, validated like a job's."""
+    from lora_lab.cli import compose_config
     from lora_lab.config.validate import validate_config
 
-    register_schemas()
-    conf_dir = Path(__file__).resolve().parents[2] / "conf"
-    with initialize_config_dir(str(conf_dir), version_base=None):
-        cfg = compose("config", overrides=["method=meta", *overrides])
-    validate_config(cfg)
-    return cfg
+    return validate_config(compose_config(["method=meta", *overrides]))
 
 
 def settings_for(distances: dict[str, np.ndarray], mask: np.ndarray, transforms: dict[str, Any],
@@ -130,7 +124,9 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
 
     rows: list[dict[str, Any]] = []
     device = torch.device("cpu")
-    scratch = Path(tempfile.mkdtemp(prefix="meta-study-"))
+    scratch_dir = tempfile.TemporaryDirectory(prefix="meta-study-")  # each predicted adapter lives until scored
+    scratch = Path(scratch_dir.name)
+    needs_mlp = not only or any(name.startswith("mlp/") for name in only)
 
     def score(task, examples, adapter_dir: Path | None) -> dict[str, float]:
         evaluated = model if adapter_dir is None else PeftModel.from_pretrained(model, str(adapter_dir))
@@ -155,7 +151,8 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
             train = [i for i in range(len(bank)) if not mask[0, i]]
             started = time.perf_counter()
             transforms = {m: train_mlp_transform(bank_distances[m], gram, train, temperature=cfg.method.temperature,
-                                                 seed=cfg.seed, **dict(cfg.method.mlp)).transform for m in METRICS}
+                                                 seed=cfg.seed, **dict(cfg.method.mlp)).transform
+                          for m in METRICS} if needs_mlp else {}
             timings["mlp_s"] += time.perf_counter() - started
             settings = settings_for({m: d[index:index + 1] for m, d in bank_distances.items()}, mask, transforms,
                                     cfg.method.temperature)
@@ -170,6 +167,7 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
                     predict_adapter(bank.adapter_dirs, coefficients, adapter, mode=combine, top_k=cfg.method.top_k)
                     timings["predict_s"] += time.perf_counter() - started
                     evaluated[key] = score(task, examples, adapter)
+                    shutil.rmtree(adapter)
                 top = int(np.argmax(coefficients))
                 rows.append({"target": target, "protocol": protocol, "setting": setting, **evaluated[key],
                              "top_member": bank.names[top], "top_coefficient": float(coefficients[top])})
@@ -177,7 +175,8 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
                 rows.append({"target": target, "protocol": protocol, "setting": name, **scores})
         print(f"{target}: base {fixed['base']}, oracle {fixed['oracle']}", flush=True)
         if out is not None:  # progress survives an interruption
-            write_json(out, {"rows": rows, "timings": dict(timings)})
+            atomic_write_json(out, {"rows": rows, "timings": dict(timings)})
+    scratch_dir.cleanup()
 
     metric_names = tuple(k for k in rows[0] if k not in {"target", "protocol", "setting", "top_member",
                                                         "top_coefficient"})
@@ -185,15 +184,8 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
               "eval_limit": eval_limit, "overrides": overrides, "rows": rows,
               "summary": summarise(rows, metric_names), "timings": dict(timings)}
     if out is not None:
-        write_json(out, result)
+        atomic_write_json(out, result)
     return result
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    tmp.replace(path)
 
 
 def markdown_table(result: dict[str, Any], scores: tuple[str, ...] = ("rougeL", "exact_match")) -> str:
