@@ -51,32 +51,19 @@ def test_empty_file(tmp_path, task, file, split):
         load(task, tmp_path, split, *extra)
 
 
-def test_wrong_label_in_tsv(tmp_path):
-    path = tmp_path / "test.tsv"
-    path.write_text("sentence\tlabel\na fine film\t1\nawful\t5\n", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}:3: field 'label' has '5'.*choices: 0, 1, negative, positive"):
-        load("sst2", tmp_path, "test")
-
-
-def test_wrong_label_in_agnews(tmp_path):
-    path = tmp_path / "test.tsv"
-    path.write_text("Stocks rally\tBusiness\nA new phone\tGadgets\n", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}:2: field 'label' has 'Gadgets'.*World, Sports, Business, Sci/Tech"):
-        load("agnews", tmp_path, "test")
-
-
-def test_short_tsv_row(tmp_path):
-    path = tmp_path / "test.tsv"
-    path.write_text("Stocks rally\tBusiness\nno label here\n", encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}:2: expected fields \['text', 'label'\]"):
-        load("agnews", tmp_path, "test")
-
-
-def test_bad_json_line(tmp_path):
-    path = tmp_path / "test.jsonl"
-    path.write_text('{"text": "ok", "label": 1}\n{"text": broken\n', encoding="utf-8")
-    with pytest.raises(DataError, match=rf"{path}:2: not valid JSON"):
-        load("imdb", tmp_path, "test")
+@pytest.mark.parametrize("task,file,content,problem", [
+    ("sst2", "test.tsv", "sentence\tlabel\na fine film\t1\nawful\t5\n",
+     r":3: field 'label' has '5'.*choices: 0, 1, negative, positive"),
+    ("agnews", "test.tsv", "Stocks rally\tBusiness\nA new phone\tGadgets\n",
+     r":2: field 'label' has 'Gadgets'.*World, Sports, Business, Sci/Tech"),
+    ("agnews", "test.tsv", "Stocks rally\tBusiness\nno label here\n", r":2: expected fields \['text', 'label'\]"),
+    ("imdb", "test.jsonl", '{"text": "ok", "label": 1}\n{"text": broken\n', r":2: not valid JSON"),
+], ids=["wrong_label_in_tsv", "wrong_label_in_agnews", "short_tsv_row", "bad_json_line"])
+def test_malformed_row_names_file_and_line(tmp_path, task, file, content, problem):
+    path = tmp_path / file
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{path}{problem}"):
+        load(task, tmp_path, "test")
 
 
 def test_missing_file_and_unknown_split(tmp_path):
