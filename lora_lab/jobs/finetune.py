@@ -66,7 +66,7 @@ def finetune(ctx: JobContext) -> dict:
         if rank == 0:
             save_atomically(lambda folder: method.save(model, folder, state_dict=gathered), ctx.adapter_dir)
         if cfg.eval.after:  # the sharded model only runs with every rank; evaluate a fresh copy with the adapter
-            base, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
+            base, _ = load_model_and_tokenizer(cfg, method.model_load_kwargs())  # same tokenizer
             model = load_adapter(method.prepare_loaded(base).to(ctx.device), ctx.adapter_dir)
     else:
         save_atomically(lambda folder: method.save(model, folder), ctx.adapter_dir)
