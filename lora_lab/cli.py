@@ -10,7 +10,8 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -52,6 +53,23 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
+def report_input_error(program: str, err: ConfigError | DataError) -> None:
+    """Bad config or data is the user's to fix: one line on stderr, no traceback."""
+    kind = "config" if isinstance(err, ConfigError) else "data"
+    print(f"{program}: {kind} error: {err}", file=sys.stderr, flush=True)
+    log.debug("%s error: %s", kind, err)
+
+
+@contextmanager
+def exit_on_input_error(program: str) -> Iterator[None]:
+    """For the project's other command-line tools: a ConfigError/DataError becomes one line and exit code 2."""
+    try:
+        yield
+    except (ConfigError, DataError) as err:
+        report_input_error(program, err)
+        sys.exit(2)
+
+
 def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
     """The root config with these overrides, composed as `lora-lab` composes it (schemas and resolvers in
     place), for code that runs outside the Hydra app: benchmarks, the meta study, tests. Not validated."""
@@ -73,9 +91,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
     try:
         metrics = run_job(cfg, run_dir)
     except (ConfigError, DataError) as err:
-        kind = "config" if isinstance(err, ConfigError) else "data"
-        print(f"lora-lab: {kind} error: {err}", file=sys.stderr, flush=True)
-        log.debug("%s error: %s", kind, err)
+        report_input_error("lora-lab", err)
         if multirun:
             return None  # the failed job left its metrics.json; the sweep goes on
         sys.exit(2)

@@ -48,8 +48,9 @@ def member_source(task: dict[str, Any]) -> str | None:
 
 
 def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Path:
-    """Every ok job of one or more multiruns (e.g. an SNI sweep and a sweep over other tasks) becomes a member."""
-    members, base_models = [], set()
+    """Every ok job of one or more multiruns (e.g. an SNI sweep and a sweep over other tasks) becomes a member.
+    Everything is checked before the first adapter is copied, so a refused bank leaves nothing behind."""
+    members, base_models, jobs = [], set(), {}
     folders = [multirun_dirs] if isinstance(multirun_dirs, (str, Path)) else list(multirun_dirs)
     for metrics_path in sorted(p for folder in folders for p in Path(folder).rglob("metrics.json")):
         job = metrics_path.parent
@@ -59,10 +60,9 @@ def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Pa
             continue
         cfg = job_config(config_path)
         name = member_name(cfg["task"], job)
-        destination = bank_dir / "adapters" / name
-        if destination.exists():
-            shutil.rmtree(destination)
-        shutil.copytree(job / "adapter", destination)
+        if name in jobs:
+            raise DataError(f"{job}: member name {name!r} is also job {jobs[name]}; one adapter per member")
+        jobs[name] = job
         base_models.add(str(cfg["model"].get("hub_id") or cfg["model"]["name"]))  # what adapters record
         members.append(
             {
@@ -79,6 +79,11 @@ def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Pa
         raise DataError(
             f"{where}: jobs use different base models {sorted(base_models)}; one bank, one base"
         )
+    for name, job in jobs.items():
+        destination = bank_dir / "adapters" / name
+        if destination.exists():
+            shutil.rmtree(destination)
+        shutil.copytree(job / "adapter", destination)
     return write_bank_index(bank_dir, base_models.pop(), members)
 
 
@@ -87,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("multirun_dirs", type=Path, nargs="+", help="one or more multirun folders")
     parser.add_argument("bank_dir", type=Path)
     args = parser.parse_args(argv)
-    print(build_bank_from_runs(args.multirun_dirs, args.bank_dir))
+    from lora_lab.cli import exit_on_input_error
+
+    with exit_on_input_error("lora_lab.meta.from_runs"):
+        print(build_bank_from_runs(args.multirun_dirs, args.bank_dir))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,13 @@ def settings_for(distances: dict[str, np.ndarray], mask: np.ndarray, transforms:
     return rows
 
 
+def setting_names(embedding: bool) -> list[str]:
+    """Every setting `settings_for` produces (the base model and the oracle are always scored besides)."""
+    names = [f"{version}/{metric}" for version in PAPER_VERSIONS for metric in METRICS]
+    names += ["uniform", *(f"nearest/{metric}" for metric in METRICS)]
+    return names + (["normalized/embedding", "nearest/embedding"] if embedding else [])
+
+
 def coefficient_key(coefficients: np.ndarray) -> str:
     return hashlib.sha1(np.round(coefficients, 6).tobytes()).hexdigest()
 
@@ -92,6 +99,11 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
     from lora_lab.jobs.meta import Representer, task_from_reference
     from lora_lab.models import load_model_and_tokenizer
 
+    unknown_settings = sorted(set(only or ()) - set(setting_names(embedding)))
+    if unknown_settings:
+        from lora_lab.config.errors import ConfigError
+
+        raise ConfigError("--settings", unknown_settings, "unknown settings", choices=setting_names(embedding))
     cfg = compose_study_config([f"method.bank_dir={bank_dir}", *overrides])
     bank = load_bank(bank_dir)
     check_bank_model(bank, cfg.model)
@@ -215,9 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]
-    targets = args.targets.split(",") if args.targets else load_bank(args.bank_dir).names
-    result = run_study(args.bank_dir, targets, overrides, args.eval_limit, args.combine, args.out,
-                       args.embedding, args.settings.split(",") if args.settings else None)
+    from lora_lab.cli import exit_on_input_error
+
+    with exit_on_input_error("lora_lab.meta.study"):
+        targets = args.targets.split(",") if args.targets else load_bank(args.bank_dir).names
+        result = run_study(args.bank_dir, targets, overrides, args.eval_limit, args.combine, args.out,
+                           args.embedding, args.settings.split(",") if args.settings else None)
     print(markdown_table(result))
 
 

@@ -115,3 +115,44 @@ def test_a_bank_refuses_a_model_it_was_not_trained_on(tmp_path, make_bank):
     check_bank_model(bank, OmegaConf.create({"name": "x", "hub_id": BASE_MODEL}))  # the hub id matches
     with pytest.raises(ConfigError, match="model.*trained on"):
         check_bank_model(bank, OmegaConf.create({"name": "smollm2_135m", "hub_id": "HuggingFaceTB/other"}))
+
+
+def test_study_refuses_unknown_settings_before_loading_anything(tmp_path):
+    from lora_lab.meta.study import run_study, setting_names
+
+    assert "normalized/js" in setting_names(False) and "nearest/embedding" not in setting_names(False)
+    with pytest.raises(ConfigError, match=r"--settings.*normalized/jss.*choices: base/wd"):
+        run_study(tmp_path / "no_bank", ["t"], [], eval_limit=1, only=["normalized/jss"])
+
+
+def _fake_job(job, model: str, task: str) -> None:
+    (job / "adapter").mkdir(parents=True)
+    (job / "adapter" / "adapter_config.json").write_text("{}")
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "config.yaml").write_text(f"model:\n  name: {model}\ntask:\n  name: arith\n  sni_task: {task}\n")
+    (job / "metrics.json").write_text(json.dumps({"status": "ok"}))
+
+
+@pytest.mark.parametrize("jobs,problem", [
+    ({"0": ("tiny", "taskA"), "1": ("other", "taskB")}, "different base models"),
+    ({"0": ("tiny", "taskA"), "1": ("tiny", "taskA")}, "member name 'taskA' is also job"),
+])
+def test_bank_from_runs_refuses_before_copying_anything(tmp_path, jobs, problem):
+    from lora_lab.meta.from_runs import build_bank_from_runs
+
+    for number, (model, task) in jobs.items():
+        _fake_job(tmp_path / "sweep" / number, model, task)
+    with pytest.raises(DataError, match=problem):
+        build_bank_from_runs(tmp_path / "sweep", tmp_path / "bank")
+    assert not (tmp_path / "bank").exists()  # nothing half-written
+
+
+def test_study_command_line_bad_input_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "lora_lab.meta.study", str(tmp_path), "--targets", "t",
+                           "--settings", "normalized/jss"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "lora_lab.meta.study: config error: --settings=['normalized/jss']: unknown settings" in proc.stderr
+    assert "Traceback" not in proc.stderr
