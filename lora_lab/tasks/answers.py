@@ -34,6 +34,14 @@ def extract_answer(text: str) -> str | None:
     return normalize_number(found[-1]) if found else None
 
 
+def final_answer(text: str) -> str | None:
+    """The number after the last `####`, or None when there is no marker or no number after it."""
+    if _MARKER not in text:
+        return None
+    found = _NUMBER.findall(text.rsplit(_MARKER, 1)[1])
+    return normalize_number(found[0]) if found else None
+
+
 def reference_answer(target: str) -> str | None:
     """GSM8K targets end in `#### N`; plain numeric targets are themselves the answer."""
     return extract_answer(target)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_lab.config.errors import DataError
 from lora_lab.tasks import TASKS
-from lora_lab.tasks.answers import answers_match, reference_answer
+from lora_lab.tasks.answers import answers_match, final_answer
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.sources import load_hub_split, read_jsonl
 
@@ -32,18 +33,19 @@ class Gsm8kTask(Task):
     def load_split(self, split: str) -> list[Example]:
         if self.cfg.data_dir:
             path = Path(self.cfg.data_dir).expanduser() / FILES.get(split, f"{split}.jsonl")
-            records = read_jsonl(path, FIELDS)
-        else:
-            records = load_hub_split(self.cfg, split, FIELDS)
-        return [
-            Example(
-                prompt=f"{self.cfg.instruction}\n\n{r['question']}",
-                target=r["answer"],
-                reference=reference_answer(r["answer"]),
-                system=self.cfg.system_prompt,
-            )
-            for r in records
-        ]
+            return read_jsonl(path, FIELDS, parse=self._example)
+        return load_hub_split(self.cfg, split, FIELDS, parse=self._example)
+
+    def _example(self, record: dict, where: str) -> Example:
+        """A GSM8K answer ends in `#### <number>`; without it the reference would silently be the last number
+        of the worked solution (or nothing), so such a row is refused at its line."""
+        answer = str(record["answer"])
+        reference = final_answer(answer)
+        if reference is None:
+            raise DataError(f"{where}: field 'answer' has no final '#### <number>' line (GSM8K format): "
+                            f"{answer[-60:]!r}")
+        return Example(prompt=f"{self.cfg.instruction}\n\n{record['question']}", target=answer,
+                       reference=reference, system=self.cfg.system_prompt)
 
     def score(self, prediction: str, example: Example) -> dict[str, float]:
         return {"accuracy": float(answers_match(prediction, example.reference))}

@@ -23,10 +23,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.schema import ranged
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.rouge import exact_match, rouge_f
-from lora_lab.tasks.sources import check_fields, load_hub_split, read_jsonl
+from lora_lab.tasks.sources import check_fields, load_hub_split, parse_json_line, read_jsonl, text_lines
 
 INSTANCES_FILE = "sni_instances.jsonl"
 SUMMARIES_FILE = "sni_tasks.jsonl"
@@ -38,7 +39,7 @@ class SniSchema(TaskSchema):
     name: str = "sni"
     sni_task: str = "task1087_two_number_sum"
     hub_id: str | None = None  # the yaml sets Lots-of-LoRAs/${task.sni_task}
-    test_fraction: float = 0.2  # local data: share of a task's instances held out for evaluation
+    test_fraction: float = ranged(0.2, gt=0, lt=1)  # local data: share of a task's instances held out for evaluation
     split_seed: int = 0
     use_definition: bool = True
     max_new_tokens: int = 64
@@ -90,18 +91,14 @@ def read_instances_file(folder: Path, task: str) -> list[Instance] | None:
     definition = _summaries(folder).get(task)
     needle = json.dumps(task)
     instances = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if needle not in line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            if record.get("task") != task:
-                continue
-            check_fields(record, ("instance_id", "input", "output"), f"{path}:{line_no}")
-            instances.append(_instance(record, f"{path}:{line_no}", definition))
+    for line_no, line in text_lines(path):
+        if needle not in line:
+            continue
+        record = parse_json_line(line, f"{path}:{line_no}")
+        if not isinstance(record, dict) or record.get("task") != task:
+            continue
+        check_fields(record, ("instance_id", "input", "output"), f"{path}:{line_no}")
+        instances.append(_instance(record, f"{path}:{line_no}", definition))
     return instances
 
 
@@ -145,8 +142,6 @@ class SniTask(Task):
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
-        if not 0 < cfg.task.test_fraction < 1:
-            raise ConfigError("task.test_fraction", cfg.task.test_fraction, "must be in (0, 1)")
         if not cfg.task.sni_task:
             raise ConfigError("task.sni_task", cfg.task.sni_task, "name an SNI task, e.g. task1087_two_number_sum")
 

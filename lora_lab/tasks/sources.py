@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +18,60 @@ from lora_lab.config.errors import ConfigError, DataError
 Parse = Callable[[dict[str, Any], str], Any]  # (record, "file:line") -> the task's value
 
 
-def read_jsonl(path: Path, required: Sequence[str], parse: Parse | None = None) -> list[Any]:
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, decoded line by line so that an undecodable byte, a folder or an
+    unreadable file is one DataError naming the file (and line) instead of a decoder traceback."""
+    path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a regular file")
+    try:
+        with path.open("rb") as handle:
+            for line_no, raw in enumerate(handle, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{path}:{line_no}: invalid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                    f"{err.start + 1}); save the file as UTF-8") from None
+                yield line_no, text.removeprefix("\ufeff") if line_no == 1 else text
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def parse_json_line(line: str, where: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: not valid JSON ({err.msg}, column {err.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: not valid JSON (nested too deeply)") from None
+
+
+def read_jsonl(path: Path, required: Sequence[str], parse: Parse | None = None) -> list[Any]:
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-            check_fields(record, required, f"{path}:{line_no}")
-            records.append(parse(record, f"{path}:{line_no}") if parse else record)
+    for line_no, line in text_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        record = parse_json_line(line, where)
+        check_fields(record, required, where)
+        records.append(parse(record, where) if parse else record)
     if not records:
         raise DataError(f"{path}: no records (empty file)")
     return records
 
 
 def read_tsv(path: Path, fieldnames: Sequence[str], *, header: bool, parse: Parse | None = None) -> list[Any]:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     records = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for line_no, row in enumerate(reader, 1):
-            if header and line_no == 1:
-                continue
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) < len(fieldnames):
-                raise DataError(f"{path}:{line_no}: expected fields {list(fieldnames)}, got {len(row)} column(s)")
-            record = dict(zip(fieldnames, row, strict=False))
-            records.append(parse(record, f"{path}:{line_no}") if parse else record)
+    for line_no, line in text_lines(path):
+        if header and line_no == 1:
+            continue
+        row = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE), [])
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(fieldnames):
+            raise DataError(f"{path}:{line_no}: expected fields {list(fieldnames)}, got {len(row)} column(s)")
+        record = dict(zip(fieldnames, row, strict=False))
+        records.append(parse(record, f"{path}:{line_no}") if parse else record)
     if not records:
         raise DataError(f"{path}: no records (empty file)")
     return records

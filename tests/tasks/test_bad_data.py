@@ -82,3 +82,69 @@ def test_a_job_on_bad_data_fails_cleanly(tmp_path, run_dir):
         run_job(cfg, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["error_type"] == "DataError"
+
+
+# One valid line, then a line with a byte that is not UTF-8 (Latin-1 "é"): every reader names file and line 2.
+GOOD_LINE = {
+    "imdb": '{"text": "great", "label": 1}', "news_summary": '{"text": "an article", "summary": "short"}',
+    "gsm8k": '{"question": "1+1?", "answer": "1+1=2\\n#### 2"}', "wikitext2": '{"text": " a line"}',
+    "sni": '{"task": "task001_x", "definition": "d", "id": "a", "input": "i", "output": "o"}',
+    "sst2": "a fine film\t1", "agnews": "Stocks rally\tBusiness",
+}
+
+
+@pytest.mark.parametrize(("task", "file", "header", "extra"), [
+    ("imdb", "test.jsonl", "", []), ("news_summary", "test.jsonl", "", []), ("gsm8k", "test.jsonl", "", []),
+    ("wikitext2", "wikitext-2-raw-v1.test.jsonl", "", []), ("sni", "task001_x.jsonl", "", ["task.sni_task=task001_x"]),
+    ("sst2", "test.tsv", "sentence\tlabel\n", []), ("agnews", "test.tsv", "", []),
+    ("wikitext2", "test.txt", "", ["task.hub_config=wikitext-2-v1"]),
+])
+def test_invalid_utf8_names_file_and_line(tmp_path, task, file, header, extra):
+    path = tmp_path / file
+    line = GOOD_LINE.get(task if file != "test.txt" else "", " = Heading =")
+    path.write_bytes(f"{header}{line}\n".encode() + line.replace("a", "caf\xe9", 1).encode("latin-1") + b"\n")
+    lineno = 3 if header else 2
+    with pytest.raises(DataError, match=rf"^{path}:{lineno}: invalid UTF-8 \(byte 0xe9 at column \d+\)"):
+        load(task, tmp_path, "test", *extra)
+
+
+def test_invalid_utf8_in_the_sni_instances_file(tmp_path):
+    path = tmp_path / "sni_instances.jsonl"
+    row = '{"task": "task001_x", "instance_id": "a", "input": "i", "output": "caf\xe9"}\n'
+    path.write_bytes(row.replace("\xe9", "e").encode() + row.encode("latin-1"))
+    with pytest.raises(DataError, match=rf"^{path}:2: invalid UTF-8"):
+        load("sni", tmp_path, "test", "task.sni_task=task001_x")
+
+
+@pytest.mark.parametrize("answer", ["She has 5 apples.", "The answer is 5 ####", "#### five"],
+                         ids=["no_marker", "marker_without_number", "word_after_marker"])
+def test_gsm8k_row_without_final_answer_is_refused_at_its_line(tmp_path, answer):
+    path = jsonl(tmp_path / "test.jsonl", [{"question": "1+1?", "answer": "2\n#### 2"},
+                                           {"question": "2+3?", "answer": answer}])
+    with pytest.raises(DataError, match=rf"^{path}:2: field 'answer' has no final '#### <number>' line"):
+        load("gsm8k", tmp_path, "test")
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ('{"question": "1+1?", "answer": "#### 2"}\n[1, 2]\n', r":2: expected a JSON object, got list"),
+    ('{"question": "1+1?", "answer": "#### 2"}\n{"question": "x", "answer": null}\n', r":2: missing field 'answer'"),
+    ('{"question": "1+1?", "answer": "#### 2"}\n{"question": "x", \n', r":2: not valid JSON"),
+    ('{"question": "1+1?", "answer": "#### 2"}\n' + "[" * 100000 + "\n", r":2: not valid JSON"),
+], ids=["not_an_object", "null_field", "truncated_line", "nested_too_deep"])
+def test_malformed_json_lines(tmp_path, content, problem):
+    path = tmp_path / "test.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"^{path}{problem}"):
+        load("gsm8k", tmp_path, "test")
+
+
+def test_a_folder_where_a_file_should_be(tmp_path):
+    (tmp_path / "test.jsonl").mkdir()
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'test.jsonl'}: not a regular file"):
+        load("imdb", tmp_path, "test")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path):
+    (tmp_path / "test.tsv").write_text("\ufeffStocks rally\tBusiness\n", encoding="utf-8")
+    (example,) = load("agnews", tmp_path, "test")
+    assert "\ufeff" not in example.prompt and "Stocks rally" in example.prompt
