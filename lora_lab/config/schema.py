@@ -32,6 +32,8 @@ class ModelConfig:
     attn_implementation: str | None = "sdpa"
     use_chat_template: bool = True
     num_labels: int = 2  # sequence_classification only
+    # Llama projection name → this family's module name (null: none), for method target lists (config/targets.py)
+    lora_targets: dict[str, str | None] = field(default_factory=dict)
     # tiny: a random Llama built from this config with a character tokenizer (no download)
     tiny: dict[str, Any] = field(default_factory=dict)
 

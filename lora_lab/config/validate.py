@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lora_lab.config import schema as S
 from lora_lab.config.errors import ConfigError
+from lora_lab.config.targets import translate_method_targets
 
 FIXED_SECTIONS: dict[str, type] = {
     "model": S.ModelConfig,
@@ -107,6 +108,7 @@ def validate_config(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"{key}.name", None, f"no {key} selected", choices=registries[key].names())
         entry = registries[key].get(node.name)
         validated[key] = check_section(key, node, entry.schema)
+    translate_method_targets(validated)  # Llama-style target names → this model family's (config/targets.py)
 
     METHODS.get(validated.method.name).check(validated)
     TASKS.get(validated.task.name).check(validated)

@@ -10,6 +10,7 @@ from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_ato
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import load_adapter
 from lora_lab.models import load_model_and_tokenizer
+from lora_lab.models.structure import check_targets, empty_model
 from lora_lab.training.checkpoint import Checkpointing
 from lora_lab.training.distributed import full_trainable_state, rank_and_world, shard_model
 from lora_lab.training.loop import train
@@ -23,7 +24,12 @@ def finetune(ctx: JobContext) -> dict:
     method = METHODS.get(cfg.method.name)(cfg)
     train_examples, eval_examples = task.train_examples(), task.eval_examples()  # bad data fails before loading
 
+    skeleton = empty_model(cfg)  # the layout from the config alone: targets that match nothing fail before loading
+    if skeleton is not None:
+        check_targets(cfg, skeleton)
     model, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
+    if skeleton is None:  # no config without the weights (GGUF): still before the first evaluation
+        check_targets(cfg, model)
     model = method.prepare_loaded(model)
     if not getattr(model, "is_quantized", False) and not getattr(model, "is_loaded_in_4bit", False):
         model.to(ctx.device)

@@ -17,7 +17,7 @@ from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice
 from lora_lab.methods import METHODS
 from lora_lab.methods.base import Method, require_positive
-from lora_lab.methods.lora import peft_task_type
+from lora_lab.methods.lora import head_to_save, peft_task_type
 
 
 @dataclass
@@ -30,7 +30,7 @@ class HiraSchema:
     lr: float | None = None  # overrides train.lr for this method
 
 
-def hira_config(mcfg, task_type: str | None = "CAUSAL_LM") -> HiraConfig:
+def hira_config(mcfg, task_type: str | None = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> HiraConfig:
     init = mcfg.init_weights
     return HiraConfig(
         r=int(mcfg.r),
@@ -38,6 +38,7 @@ def hira_config(mcfg, task_type: str | None = "CAUSAL_LM") -> HiraConfig:
         target_modules=list(OmegaConf.to_container(mcfg.target_modules)),
         init_weights=True if init == "default" else str(init),
         task_type=task_type,
+        modules_to_save=modules_to_save or None,  # a classifier's fresh head: trained in full, saved
     )
 
 
@@ -53,4 +54,4 @@ class HiraMethod(Method):
             raise ConfigError("method.dropout", cfg.method.dropout, "must be in [0, 1)")
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
-        return get_peft_model(model, hira_config(self.mcfg, peft_task_type(self.cfg)))
+        return get_peft_model(model, hira_config(self.mcfg, peft_task_type(self.cfg), head_to_save(self.cfg, model)))

@@ -35,8 +35,9 @@ class LoraSchema:
     lr: float | None = None  # overrides train.lr for this method
 
 
-def lora_config(mcfg, task_type: str | None = "CAUSAL_LM") -> LoraConfig:
-    """Build peft's LoraConfig from plain Python values (OmegaConf containers break save_pretrained)."""
+def lora_config(mcfg, task_type: str | None = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> LoraConfig:
+    """Build peft's LoraConfig from plain Python values (OmegaConf containers break save_pretrained).
+    `modules_to_save`: a classifier's fresh head, trained in full and saved with the adapter."""
     init = mcfg.init_lora_weights
     return LoraConfig(
         r=int(mcfg.r),
@@ -48,6 +49,7 @@ def lora_config(mcfg, task_type: str | None = "CAUSAL_LM") -> LoraConfig:
         use_dora=bool(mcfg.use_dora),
         init_lora_weights=True if init == "default" else str(init),
         task_type=task_type,
+        modules_to_save=modules_to_save or None,
     )
 
 
@@ -60,8 +62,19 @@ def check_lora_keys(cfg) -> None:
         raise ConfigError("method.r", cfg.method.r, "init_lora_weights=orthogonal needs an even rank")
 
 
-def peft_task_type(cfg) -> str:
-    return "SEQ_CLS" if cfg.model.kind == "sequence_classification" else "CAUSAL_LM"
+def peft_task_type(cfg) -> str | None:
+    return PEFT_TASK_TYPES[cfg.model.kind]
+
+
+# masked LMs: no peft task wrapper (its forward would add causal-LM arguments); the plain PeftModel suffices
+PEFT_TASK_TYPES = {"causal_lm": "CAUSAL_LM", "sequence_classification": "SEQ_CLS", "masked_lm": None}
+
+
+def head_to_save(cfg, model: torch.nn.Module) -> list[str]:
+    """A classifier's head (fresh weights): trained in full beside the adapter and saved with it."""
+    from lora_lab.models.structure import head_modules
+
+    return head_modules(model, cfg.model.kind)
 
 
 @METHODS.register("lora")
@@ -75,7 +88,7 @@ class LoraMethod(Method):
         check_lora_keys(cfg)
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
-        model = get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg)))
+        model = get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg), head_to_save(self.cfg, model)))
         if self.mcfg.init_lora_weights in BASE_CHANGING_INITS:
             self._initial = tempfile.TemporaryDirectory(prefix="lora-init-")
             model.save_pretrained(self._initial.name)

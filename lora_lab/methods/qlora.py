@@ -29,12 +29,14 @@ from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, method_record
-from lora_lab.methods.lora import LoraMethod, LoraSchema, lora_config, peft_task_type
+from lora_lab.methods.lora import LoraMethod, LoraSchema, head_to_save, lora_config, peft_task_type
 from lora_lab.models import DTYPES
 
 # Inits that need full-precision base weights (PiSSA/orthogonal fail on 4-bit ones) or rewrite the quantised
 # base (OLoRA: the adapter would not fit an untouched 4-bit model).
 QUANTISED_INITS = ("default", "gaussian")
+# Classifier heads kept in float when the layout is unknown before loading (a GGUF base): the usual names
+HEAD_NAMES = ["classifier", "pre_classifier", "score"]
 
 
 @dataclass
@@ -44,13 +46,26 @@ class QloraSchema(LoraSchema):
     double_quant: bool = True  # also quantise the quantisation constants (~0.4 bit/param saved)
 
 
-def quantization_config(cfg) -> BitsAndBytesConfig:
+def quantization_config(cfg, skip_modules: list[str] | None = None) -> BitsAndBytesConfig:
+    """`skip_modules`: stay in float (a classifier's fresh head: it is trained in full and saved)."""
     return BitsAndBytesConfig(
+        llm_int8_skip_modules=skip_modules or None,
         load_in_4bit=True,
         bnb_4bit_quant_type=str(cfg.method.quant_type),
         bnb_4bit_use_double_quant=bool(cfg.method.double_quant),
         bnb_4bit_compute_dtype=DTYPES[cfg.hardware.precision],
     )
+
+
+def classifier_head(cfg) -> list[str] | None:
+    """A classifier's head, read from the layout before loading: quantising it would turn fresh weights into
+    4-bit storage that is neither trainable nor loadable (the head is trained in full and saved instead)."""
+    from lora_lab.models.structure import empty_model, head_modules
+
+    if cfg.model.kind != "sequence_classification":
+        return None
+    skeleton = empty_model(cfg)
+    return head_modules(skeleton, cfg.model.kind) if skeleton is not None else HEAD_NAMES
 
 
 def keep_4bit_trainable(model: torch.nn.Module) -> torch.nn.Module:
@@ -88,7 +103,7 @@ class QloraMethod(LoraMethod):
                               "cannot initialise from 4-bit base weights", choices=QUANTISED_INITS)
 
     def model_load_kwargs(self) -> dict[str, Any]:
-        return {"quantization_config": quantization_config(self.cfg)}
+        return {"quantization_config": quantization_config(self.cfg, classifier_head(self.cfg))}
 
     def prepare_loaded(self, model: torch.nn.Module) -> torch.nn.Module:
         return keep_4bit_trainable(model)
@@ -97,7 +112,8 @@ class QloraMethod(LoraMethod):
         model = prepare_model_for_kbit_training(
             keep_4bit_trainable(model), use_gradient_checkpointing=bool(self.cfg.train.gradient_checkpointing)
         )
-        self._model = get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg)))
+        heads = head_to_save(self.cfg, model)
+        self._model = get_peft_model(model, lora_config(self.mcfg, peft_task_type(self.cfg), heads))
         return self._model
 
     def extra_metrics(self, model: torch.nn.Module) -> dict[str, float]:

@@ -16,7 +16,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import (
     AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -24,8 +23,9 @@ from transformers import (
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.models.gguf import cached_dequantised, default_cache_root, find_packaged_gguf
+from lora_lab.models.kinds import AUTO_CLASSES
 from lora_lab.models.packaged import find_packaged_folder
-from lora_lab.models.tiny import build_char_tokenizer, build_tiny_model
+from lora_lab.models.tiny import build_char_tokenizer, build_tiny_model, is_encoder
 from lora_lab.registry import Registry
 
 LOADERS: Registry = Registry("model source", "model.source")
@@ -33,7 +33,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _auto_class(mcfg: DictConfig):
-    return AutoModelForSequenceClassification if mcfg.kind == "sequence_classification" else AutoModelForCausalLM
+    return AUTO_CLASSES[mcfg.kind]
 
 
 def _common_kwargs(mcfg: DictConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -52,8 +52,8 @@ def _common_kwargs(mcfg: DictConfig, extra: dict[str, Any]) -> dict[str, Any]:
 
 @LOADERS.register("tiny")
 def load_tiny(mcfg: DictConfig, extra: dict[str, Any], seed: int):
-    tokenizer = build_char_tokenizer()
     options = OmegaConf.to_container(mcfg.tiny) if mcfg.tiny else {}
+    tokenizer = build_char_tokenizer(with_mask=is_encoder(options))
     model = build_tiny_model(tokenizer, options, kind=mcfg.kind, num_labels=int(mcfg.num_labels), seed=seed)
     if extra.get("quantization_config") is not None:
         model = _quantise_in_place(model, extra["quantization_config"])
