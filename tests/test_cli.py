@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SMOKE = ["experiment=smoke", "train.max_steps=2", "task.num_train=16", "task.eval_limit=4", "print_summary=false"]
 
 
@@ -35,14 +37,28 @@ def test_multirun_over_two_methods_writes_two_run_dirs(tmp_path: Path) -> None:
     assert (lora_dir / ".hydra" / "overrides.yaml").is_file()
 
 
-def test_a_failing_job_in_a_multirun_is_recorded_and_the_others_finish(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["basic", "local"])
+def test_a_failing_job_in_a_multirun_is_recorded_the_others_finish_and_the_sweep_exits_1(
+        tmp_path: Path, launcher: str) -> None:
     # gsm8k without data_dir needs the hub, which tests never reach: that job fails cleanly
     generic = ["model=tiny", "train.max_steps=2", "task.eval_limit=4", "print_summary=false"]
-    result = run_cli(["-m", *generic, "method=none", "task=arith,gsm8k"], tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_cli(["-m", *generic, "method=none", "task=arith,gsm8k", f"hydra/launcher={launcher}"], tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
     by_task = {m.get("task"): m for m in metrics_files(tmp_path / "multiruns")}
     assert by_task["arith"]["status"] == "ok"
     assert by_task["gsm8k"]["status"] == "failed" and "task.data_dir" in by_task["gsm8k"]["error"]
+    sweep = next((tmp_path / "multiruns").iterdir())
+    assert f"lora-lab: multirun {sweep}: 2 jobs, 1 ok, 1 failed" in result.stderr
+    assert "job 1 failed: task.data_dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unwritable_output_folder_is_one_line_before_hydra_creates_the_run_dir(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    result = run_cli(["model=tiny", "method=none"], tmp_path / "a_file" / "outputs")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"lora-lab: disk error: {tmp_path / 'a_file' / 'outputs' / 'runs'}")
+    assert result.stderr.strip().endswith(f"{tmp_path / 'a_file'} is not a folder")
+    assert "Traceback" not in result.stderr
 
 
 def test_bad_key_exits_2_with_one_clear_line(tmp_path: Path) -> None:
