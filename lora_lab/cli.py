@@ -55,7 +55,7 @@ register_resolvers()
 
 def report_input_error(program: str, err: ConfigError | DataError) -> None:
     """Bad config or data is the user's to fix: one line on stderr, no traceback."""
-    kind = "config" if isinstance(err, ConfigError) else "data"
+    kind = getattr(err, "kind", None) or ("config" if isinstance(err, ConfigError) else "data")
     print(f"{program}: {kind} error: {err}", file=sys.stderr, flush=True)
     log.debug("%s error: %s", kind, err)
 

@@ -18,3 +18,10 @@ class ConfigError(ValueError):
 
 class DataError(ValueError):
     """Bad data on disk: the message names the file, the line and the field."""
+
+
+class StorageError(DataError):
+    """A file or folder the run must write could not be written (read-only, full disk, no permission): one line
+    naming the path, handled like bad data so no traceback hides which path it was."""
+
+    kind = "disk"

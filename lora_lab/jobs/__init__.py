@@ -30,7 +30,7 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from lora_lab.jobs.context import JobContext, select_device
     from lora_lab.loggers import build_logger
     from lora_lab.methods import METHODS
-    from lora_lab.utils.io import atomic_write_json, read_json
+    from lora_lab.utils.io import as_storage_error, atomic_write_json, read_json
     from lora_lab.utils.memory import PeakMemory
 
     _register_recipes()
@@ -65,7 +65,8 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                    "job_seconds": time.perf_counter() - started, "device": str(device)}
         metrics.update(primary_score(cfg, metrics))
         logger.summary(metrics)
-    except Exception as err:  # noqa: BLE001 — every failure must leave a record, then propagate
+    except Exception as caught:  # noqa: BLE001 — every failure must leave a record, then propagate
+        err = as_storage_error(caught) or caught  # a write failure anywhere: one line naming the path
         metrics = {**identity, "status": "failed", "error_type": type(err).__name__, "error": str(err),
                    "job_seconds": time.perf_counter() - started}
         atomic_write_json(metrics_path, metrics)
@@ -74,6 +75,8 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             logger.summary({"status": "failed", "error_type": metrics["error_type"], "error": metrics["error"]})
         if not isinstance(err, ConfigError | DataError):
             (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        if err is not caught:
+            raise err from caught
         raise
     finally:
         if logger is not None:

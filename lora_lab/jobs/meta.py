@@ -45,6 +45,17 @@ def timed(timings: dict[str, float], stage: str):
     timings[f"time_{stage}_s"] = time.perf_counter() - started
 
 
+def check_bank_layout(bank, cfg) -> None:
+    """Members share their shapes (load_bank checks that); the first one must fit the model, known from its
+    config alone where possible, so a bank of another base fails before the model loads."""
+    from lora_lab.methods.adapter_files import check_shapes, inspect_adapter
+    from lora_lab.models.structure import empty_model
+
+    layout = empty_model(cfg)
+    if layout is not None:
+        check_shapes(inspect_adapter(bank.members[0].adapter_dir, key="bank member"), layout, cfg.model.name)
+
+
 def task_from_reference(reference: dict[str, Any]) -> Task:
     """A bank member's dataset reference is a task config; fill the task's defaults and build it."""
     node = OmegaConf.create(dict(reference))
@@ -110,6 +121,7 @@ def meta_generate(ctx: JobContext) -> dict:
     with timed(timings, "load_bank"):
         bank = load_bank(mcfg.bank_dir)
         check_bank_model(bank, cfg.model)
+        check_bank_layout(bank, cfg)
     if mcfg.target:  # leave-one-out over the bank: the target is a member's own dataset
         target_index = bank.index(mcfg.target)
         target_member = bank.members[target_index]

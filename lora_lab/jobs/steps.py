@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -13,6 +11,7 @@ from lora_lab.evaluation.records import EvalResult
 from lora_lab.jobs.context import JobContext
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task
+from lora_lab.utils.io import atomic_directory
 
 
 def build_task(ctx: JobContext) -> Task:
@@ -38,19 +37,7 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
 
 
 def save_atomically(save_fn, target: Path) -> None:
-    """Write into a temp folder beside `target`, then swap it in: a crash never leaves half an adapter."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    """Write into a temp folder beside `target`, then swap it in: a crash or a full disk never leaves half an
+    adapter, and the folder gets the umask's permissions (not tempfile's 0700)."""
+    with atomic_directory(target) as tmp:
         save_fn(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

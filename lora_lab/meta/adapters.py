@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import struct
-import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.utils.io import atomic_directory
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -39,19 +36,22 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torc
 
 
 def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
+    from lora_lab.methods.adapter_files import read_json_object
+
     path = Path(adapter_dir) / ADAPTER_CONFIG
     if not path.is_file():
         raise DataError(f"{path}: missing; a PEFT adapter dir needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from error
+    return read_json_object(path)
 
 
 def weights_path(adapter_dir: str | Path) -> Path:
+    """The weights file, after checking its safetensors header (a truncated or corrupt copy is one line)."""
+    from lora_lab.methods.adapter_files import safetensors_shapes
+
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not path.is_file():
         raise DataError(f"{path}: missing; a PEFT adapter dir needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
+    safetensors_shapes(path)
     return path
 
 
@@ -180,42 +180,6 @@ def resolve_dtype(name: str | None, default: torch.dtype) -> torch.dtype:
     return DTYPES[name]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a temp dir next to `target`; on success it replaces `target` by rename, on error it vanishes.
-
-    A reader never sees a half-written adapter: `target` is either the old dir or the complete new one.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        yield staging
-        for file in staging.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        retired = None
-        if target.exists():
-            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, retired)
-        os.rename(staging, target)
-        _fsync_dir(target.parent)
-        if retired is not None:
-            shutil.rmtree(retired)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-
-
 def write_adapter(
     out_dir: str | Path, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> Path:
@@ -223,5 +187,6 @@ def write_adapter(
     with atomic_directory(out_dir) as staging:
         contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
         save_file(contiguous, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        (staging / ADAPTER_CONFIG).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
+        (staging / ADAPTER_CONFIG).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n",
+                                              encoding="utf-8")
     return Path(out_dir)

@@ -91,20 +91,26 @@ def load_bank(root: str | Path, check_tensors: bool = True) -> Bank:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as error:
         raise DataError(f"{index_path}: line {error.lineno}: invalid JSON ({error.msg})") from error
+    if not isinstance(index, dict):
+        raise DataError(f"{index_path}: expected a JSON object, got {type(index).__name__}")
     for key in ("base_model", "members"):
         if key not in index:
             raise DataError(f"{index_path}: missing field {key!r}")
-    if not index["members"]:
-        raise DataError(f"{index_path}: field 'members' is empty")
+    if not isinstance(index["members"], list) or not index["members"]:
+        raise DataError(f"{index_path}: field 'members' must be a non-empty list")
     members = []
     seen: set[str] = set()
     for position, entry in enumerate(index["members"]):
+        if not isinstance(entry, dict):
+            raise DataError(f"{index_path}: members[{position}] is not an object")
         for key in ("name", "adapter"):
             if key not in entry:
                 raise DataError(f"{index_path}: members[{position}] has no field {key!r}")
         if entry["name"] in seen:
             raise DataError(f"{index_path}: members[{position}]: name {entry['name']!r} appears twice")
         seen.add(entry["name"])
+        if not isinstance(entry["adapter"], str) or not entry["adapter"]:
+            raise DataError(f"{index_path}: members[{position}]: field 'adapter' must be a relative folder path")
         members.append(
             BankMember(
                 name=entry["name"],
@@ -175,12 +181,10 @@ def check_bank_model(bank: Bank, model_cfg: Any) -> None:
 
 def write_bank_index(root: str | Path, base_model: str, members: Iterable[Mapping[str, Any]]) -> Path:
     """Write `bank.json` (members: dicts with name, adapter (relative path), dataset, source)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / BANK_INDEX
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps({"base_model": base_model, "members": list(members)}, indent=2) + "\n")
-    temporary.replace(path)
+    from lora_lab.utils.io import atomic_write_text
+
+    path = Path(root) / BANK_INDEX
+    atomic_write_text(path, json.dumps({"base_model": base_model, "members": list(members)}, indent=2) + "\n")
     return path
 
 

@@ -11,7 +11,6 @@ token histogram later. Typical use:
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lora_lab.config.errors import DataError
-from lora_lab.meta.bank import write_bank_index
+from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.meta.bank import BANK_INDEX, write_bank_index
+from lora_lab.utils.io import atomic_directory, read_json
 
 
 def member_name(task: dict[str, Any], job: Path) -> str:
@@ -47,14 +47,32 @@ def member_source(task: dict[str, Any]) -> str | None:
     return found.group(1) if found else None
 
 
-def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Path:
+def check_destination(bank_dir: Path, force: bool) -> None:
+    """An existing bank (or any non-empty folder) is replaced only when asked: a bank build never overwrites
+    silently."""
+    if bank_dir.exists() and not bank_dir.is_dir():
+        raise ConfigError("bank_dir", str(bank_dir), "exists and is not a folder")
+    if force or not bank_dir.is_dir():
+        return
+    if (bank_dir / BANK_INDEX).exists():
+        raise ConfigError("bank_dir", str(bank_dir), f"already holds a bank ({BANK_INDEX}); pass --force to "
+                          "replace it")
+    if any(bank_dir.iterdir()):
+        raise ConfigError("bank_dir", str(bank_dir), "is a non-empty folder without a bank; pick a new folder "
+                          "or pass --force to replace it")
+
+
+def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path, force: bool = False) -> Path:
     """Every ok job of one or more multiruns (e.g. an SNI sweep and a sweep over other tasks) becomes a member.
-    Everything is checked before the first adapter is copied, so a refused bank leaves nothing behind."""
+    Everything is checked before the first adapter is copied, and the bank is assembled in a temp folder that
+    replaces `bank_dir` in one rename, so a refused or failed build leaves the old bank (or nothing) behind."""
+    bank_dir = Path(bank_dir)
+    check_destination(bank_dir, force)
     members, base_models, jobs = [], set(), {}
     folders = [multirun_dirs] if isinstance(multirun_dirs, (str, Path)) else list(multirun_dirs)
     for metrics_path in sorted(p for folder in folders for p in Path(folder).rglob("metrics.json")):
         job = metrics_path.parent
-        metrics = json.loads(metrics_path.read_text())
+        metrics = read_json(metrics_path) or {}  # unreadable: not a finished job
         config_path = job / ".hydra" / "config.yaml"
         if metrics.get("status") != "ok" or not (job / "adapter").is_dir() or not config_path.is_file():
             continue
@@ -79,23 +97,23 @@ def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path) -> Pa
         raise DataError(
             f"{where}: jobs use different base models {sorted(base_models)}; one bank, one base"
         )
-    for name, job in jobs.items():
-        destination = bank_dir / "adapters" / name
-        if destination.exists():
-            shutil.rmtree(destination)
-        shutil.copytree(job / "adapter", destination)
-    return write_bank_index(bank_dir, base_models.pop(), members)
+    with atomic_directory(bank_dir) as staging:
+        for name, job in jobs.items():
+            shutil.copytree(job / "adapter", staging / "adapters" / name)
+        write_bank_index(staging, base_models.pop(), members)
+    return bank_dir / BANK_INDEX
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("multirun_dirs", type=Path, nargs="+", help="one or more multirun folders")
     parser.add_argument("bank_dir", type=Path)
+    parser.add_argument("--force", action="store_true", help="replace an existing bank in bank_dir")
     args = parser.parse_args(argv)
     from lora_lab.cli import exit_on_input_error
 
     with exit_on_input_error("lora_lab.meta.from_runs"):
-        print(build_bank_from_runs(args.multirun_dirs, args.bank_dir))
+        print(build_bank_from_runs(args.multirun_dirs, args.bank_dir, force=args.force))
 
 
 if __name__ == "__main__":

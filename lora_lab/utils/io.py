@@ -1,29 +1,148 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+Every writer here also (a) creates files and folders with the permissions a plain `open`/`mkdir` would give
+under the process umask (tempfile makes them 0600/0700, which a team sharing a results folder cannot read),
+and (b) turns an OS write failure (read-only folder, full disk, quota) into one StorageError naming the path.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lora_lab.config.errors import StorageError
+
+# errno values that mean "this path cannot be written here", whatever wrote it
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG,
+                         errno.EIO, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST})
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (`/proc/self/status`)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """What `open(..., "w")` (0666) or `mkdir` (0777) would create under the umask: 0644 / 0755 by default."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def storage_error(err: OSError, path: str | os.PathLike | None = None, doing: str = "cannot write",
+                  staged: tuple[Path, Path] | None = None) -> StorageError:
+    """One line: the path (the failing file when the OS names it, else the output being written) and why.
+    `staged` = (temp path, final path): a file inside a temp stand-in is named by where it was going."""
+    where = str(err.filename) if err.filename is not None else str(path)
+    if staged is not None and where.startswith(str(staged[0])):
+        where = str(staged[1]) + where[len(str(staged[0])):]
+    reason = err.strerror or str(err) or type(err).__name__
+    return StorageError(f"{where}: {doing} ({reason})")
+
+
+def as_storage_error(err: BaseException) -> StorageError | None:
+    """The StorageError for an OS error that is about writing a path, or None for any other error."""
+    if isinstance(err, StorageError):
+        return err
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        return storage_error(err, doing="disk error")
+    return None
+
+
+@contextmanager
+def writing(path: str | os.PathLike, staged: dict[str, Path] | None = None) -> Iterator[None]:
+    """Any OSError while writing `path` becomes a StorageError naming it (or the file the OS names; a file in
+    the temp stand-in `staged["tmp"]` is named as `path`)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as err:
+        tmp = (staged or {}).get("tmp")
+        raise storage_error(err, path, staged=(tmp, Path(path)) if tmp else None) from err
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path` for any writer (text, savefig, torch.save); on success it replaces
+    `path` in one rename, on failure it is removed and `path` keeps its old content."""
+    path = Path(path)
+    staged: dict[str, Path] = {}
+    with writing(path, staged):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        staged["tmp"] = Path(tmp)
+        try:
+            yield Path(tmp)
+            os.chmod(tmp, default_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            with _suppress():
+                os.unlink(tmp)
+            raise
+
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder beside `target` to fill; on success its files are synced and it replaces `target`
+    by rename (the old folder is removed only once the new one is in place), on failure it is removed: a
+    reader sees the old folder or the complete new one, and a crash or a full disk leaves no half folder."""
+    target = Path(target)
+    staged: dict[str, Path] = {}
+    with writing(target, staged):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = staged["tmp"] = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            yield tmp
+            for file in tmp.rglob("*"):
+                if file.is_file():
+                    with open(file, "rb") as handle:
+                        os.fsync(handle.fileno())
+            os.chmod(tmp, default_mode(directory=True))
+            retired = None
+            if target.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.rename(target, retired / target.name)
+            os.rename(tmp, target)
+            _fsync_dir(target.parent)
+            if retired is not None:
+                shutil.rmtree(retired, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _suppress:

@@ -156,3 +156,106 @@ def test_study_command_line_bad_input_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert "lora_lab.meta.study: config error: --settings=['normalized/jss']: unknown settings" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _two_job_sweep(root):
+    for number, task in (("0", "taskA"), ("1", "taskB")):
+        _fake_job(root / "sweep" / number, "tiny", task)
+    return root / "sweep"
+
+
+def test_from_runs_refuses_an_existing_bank_unless_forced_and_then_replaces_it_whole(tmp_path, capsys):
+    from lora_lab.meta.from_runs import build_bank_from_runs, main
+
+    sweep, bank = _two_job_sweep(tmp_path), tmp_path / "bank"
+    build_bank_from_runs(sweep, bank)
+    first = (bank / "bank.json").read_text()
+    (bank / "notes.txt").write_text("from the first build")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), str(bank)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"lora_lab.meta.from_runs: config error: bank_dir='{bank}': already holds a bank (bank.json); "
+                   "pass --force to replace it\n")
+    assert (bank / "bank.json").read_text() == first and (bank / "notes.txt").exists()
+    (sweep / "1" / "metrics.json").write_text(json.dumps({"status": "failed"}))
+    main([str(sweep), str(bank), "--force"])
+    assert [m["name"] for m in json.loads((bank / "bank.json").read_text())["members"]] == ["taskA"]
+    assert sorted(p.name for p in bank.iterdir()) == ["adapters", "bank.json"]  # replaced whole, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank", "sweep"]  # no temp folder left
+
+
+def test_from_runs_refuses_a_non_empty_folder_that_is_not_a_bank(tmp_path):
+    from lora_lab.meta.from_runs import build_bank_from_runs
+
+    (tmp_path / "bank").mkdir()
+    (tmp_path / "bank" / "results.csv").write_text("keep me")
+    with pytest.raises(ConfigError, match="non-empty folder without a bank"):
+        build_bank_from_runs(_two_job_sweep(tmp_path), tmp_path / "bank")
+
+
+def test_a_failed_forced_rebuild_keeps_the_old_bank(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from lora_lab.config.errors import StorageError
+    from lora_lab.meta import from_runs
+
+    sweep, bank = _two_job_sweep(tmp_path), tmp_path / "bank"
+    from_runs.build_bank_from_runs(sweep, bank)
+    before = sorted(str(p.relative_to(bank)) for p in bank.rglob("*"))
+    calls, copytree = [], shutil.copytree
+
+    def copy_then_fill_the_disk(src, dst, **kwargs):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return copytree(src, dst, **kwargs)
+
+    monkeypatch.setattr(from_runs.shutil, "copytree", copy_then_fill_the_disk)
+    with pytest.raises(StorageError, match=rf"^{bank}/adapters/taskB: cannot write \(No space left on device\)"):
+        from_runs.build_bank_from_runs(sweep, bank, force=True)
+    assert sorted(str(p.relative_to(bank)) for p in bank.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank", "sweep"]
+
+
+def _truncate(path, keep=-16):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _corrupt_header(path):
+    data = bytearray(path.read_bytes())
+    data[8:16] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("fault", "problem"), [
+    (lambda d: _truncate(d / "adapter_model.safetensors"), r"adapter_model.safetensors: truncated: tensor"),
+    (lambda d: _truncate(d / "adapter_model.safetensors", 100),
+     r"adapter_model.safetensors: corrupt or truncated safetensors file \(header of \d+ bytes, file of 100\)"),
+    (lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x01\x02"),
+     r"adapter_model.safetensors: truncated safetensors file \(2 bytes, no header\)"),
+    (lambda d: _corrupt_header(d / "adapter_model.safetensors"),
+     r"adapter_model.safetensors: corrupt safetensors header"),
+    (lambda d: (d / "adapter_config.json").write_text("[1, 2]"), r"adapter_config.json: expected a JSON object"),
+    (lambda d: (d / "adapter_config.json").write_text('{"r": 2,'), r"adapter_config.json: line 1: invalid JSON"),
+    (lambda d: (d / "adapter_model.safetensors").unlink(), r"adapter_model.safetensors: missing"),
+], ids=["truncated", "cut_in_header", "two_bytes", "corrupt_header", "config_not_object", "config_bad_json", "no_weights"])
+def test_a_broken_bank_member_is_one_line_naming_its_file(make_bank, fault, problem):
+    root, _ = make_bank(3)
+    member = root / "adapters" / "task001"
+    fault(member)
+    with pytest.raises(DataError, match=rf"^{member}/{problem}"):
+        load_bank(root)
+
+
+@pytest.mark.parametrize(("index", "problem"), [
+    ([], "expected a JSON object, got list"),
+    ({"base_model": "b", "members": {"a": 1}}, "field 'members' must be a non-empty list"),
+    ({"base_model": "b", "members": ["adapters/a"]}, r"members\[0\] is not an object"),
+    ({"base_model": "b", "members": [{"name": "a", "adapter": 3}]}, r"members\[0\]: field 'adapter' must be"),
+])
+def test_a_malformed_bank_index_is_one_line(tmp_path, index, problem):
+    (tmp_path / "bank.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'bank.json'}: {problem}"):
+        load_bank(tmp_path)
