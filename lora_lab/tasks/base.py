@@ -67,6 +67,9 @@ class Task:
             raise ConfigError("model.kind", cfg.model.kind,
                               f"task {cls.name!r} is scored by {cls.eval_mode}, which needs a causal LM",
                               choices=["causal_lm"])
+        if cfg.model.kind == "masked_lm" and cls.eval_mode != "perplexity":  # pseudo-perplexity only
+            raise ConfigError("model.kind", cfg.model.kind, f"task {cls.name!r} is scored by {cls.eval_mode}",
+                              choices=["causal_lm", *(["sequence_classification"] if cls.classification else [])])
         for key in ("train_limit", "eval_limit"):
             value = cfg.task.get(key)
             if value is not None and value <= 0:

@@ -8,12 +8,15 @@ Training examples are chunks of ~`train_chunk_chars` characters with the loss on
 
 `hub_config` picks the variant on the hub (`Salesforce/wikitext`) and locally alike: `wikitext-2-raw-v1`
 reads `wikitext-2-raw-v1.<split>.jsonl` (field `text`, one row per line), `wikitext-2-v1` the tokenised
-`valid.txt` / `test.txt` (with `<unk>`). The local copy has no train split: fine-tune offline with
-`task.train_split=validation`.
+`valid.txt` / `test.txt` (with `<unk>`). A local copy without a train file gets a derived train split: the
+whole validation split (disjoint from the test split that is evaluated; the same text in every run).
+
+Encoders (`model=distilbert`) read `encoder_kind`: they train and score as masked LMs (pseudo-perplexity).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +28,14 @@ from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.sources import load_hub_split, read_jsonl, text_lines
 
+log = logging.getLogger("lora_lab")
+
 LOCAL_FILES = {
-    "wikitext-2-raw-v1": {"validation": "wikitext-2-raw-v1.validation.jsonl", "test": "wikitext-2-raw-v1.test.jsonl"},
-    "wikitext-2-v1": {"validation": "valid.txt", "test": "test.txt"},
+    "wikitext-2-raw-v1": {"train": "wikitext-2-raw-v1.train.jsonl", "validation": "wikitext-2-raw-v1.validation.jsonl",
+                          "test": "wikitext-2-raw-v1.test.jsonl"},
+    "wikitext-2-v1": {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"},
 }
+DERIVED_SPLITS = {"train": "validation"}  # a local copy without this split reads that one instead
 
 
 def read_text_lines(path: Path) -> list[str]:
@@ -94,6 +101,7 @@ class Wikitext2Schema(TaskSchema):
     max_eval_tokens: int | None = None  # cap the evaluated stream (quick runs); null = every selected article
     train_chunk_chars: int = 2000
     max_new_tokens: int = 1
+    encoder_kind: str = "masked_lm"  # the head an encoder model takes on this task (encoder model configs read it)
 
 
 @TASKS.register("wikitext2")
@@ -127,6 +135,10 @@ class Wikitext2Task(Task):
         if split not in files:
             raise ConfigError("task.train_split/eval_split", split, "no local file for this split", choices=list(files))
         path = Path(self.cfg.data_dir).expanduser() / files[split]
+        if not path.is_file() and split in DERIVED_SPLITS:
+            derived = Path(self.cfg.data_dir).expanduser() / files[DERIVED_SPLITS[split]]
+            log.info("wikitext2: no local %s split (%s); training on the %s split", split, path.name, derived.name)
+            path = derived
         return READERS[path.suffix](path)
 
     def load_split(self, split: str) -> list[Example]:

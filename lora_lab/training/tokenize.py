@@ -1,7 +1,8 @@
 """Examples → token ids: the chat template when the model has one, and loss on answer tokens only.
 
 Three shapes, picked by `featurizer_for(model kind)`: prompt + answer for causal LMs (raw text for
-language-modelling examples), and text + class id for sequence-classification heads.
+language-modelling examples), text + class id for sequence-classification heads, and masked text for
+masked-LM encoders.
 """
 
 from __future__ import annotations
@@ -71,10 +72,18 @@ def tokenize_for_classification(
     return Features(ids, [], label=int(example.label))
 
 
+def tokenize_for_masked_lm(*args) -> Features:
+    """Encoders on language-modelling text: masked tokens as targets (training/masking.py builds on this module)."""
+    from lora_lab.training.masking import tokenize_for_masked_lm as masked
+
+    return masked(*args)
+
+
 Featurizer = Callable[[PreTrainedTokenizerBase, Example, bool, int], Features]
 FEATURIZERS: dict[str, Featurizer] = {
     "causal_lm": tokenize_for_training,
     "sequence_classification": tokenize_for_classification,
+    "masked_lm": tokenize_for_masked_lm,
 }
 
 
