@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from lora_lab.report.collect import collect
+from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.report.collect import JobRecord, collect
 from lora_lab.report.plot import bar_chart
-from lora_lab.report.table import markdown, write_csv
-from lora_lab.utils.io import atomic_write_text
+from lora_lab.report.table import csv_text, finite_number, markdown
+from lora_lab.utils.io import atomic_file, atomic_write_text, writing
 
 
 def _keys(text: str) -> list[str]:
@@ -28,6 +29,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_keys(records: list[JobRecord], rows: list[str], cols: list[str], metric: str) -> None:
+    """Every grouping key must be an override or metrics.json field of some job, and the metric a number in
+    some ok job's metrics.json: a typo would otherwise give a table of `-` or `n/a` that looks like a result."""
+    present = sorted({k for r in records for k in (*r.overrides, *r.metrics)})
+    for flag, keys in (("--rows", rows), ("--cols", cols)):
+        for key in keys:
+            if key not in present:
+                raise ConfigError(flag, key, "no job has this override or metrics.json key", choices=present)
+    ok = [r for r in records if r.status == "ok"]
+    numeric = sorted({k for r in ok for k, v in r.metrics.items() if finite_number(v) is not None})
+    if ok and metric not in numeric:
+        raise ConfigError("--metric", metric, "not a number in any ok job's metrics.json", choices=numeric)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -39,12 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lora-lab-report: no jobs found in {args.sweep_dir}", file=sys.stderr)
         return 1
     out = args.out or args.sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
     rows, cols = _keys(args.rows), _keys(args.cols)
-    write_csv(records, out / "results.csv")
-    table = markdown(records, rows, cols, args.metric)
-    atomic_write_text(out / "results.md", table)
-    bar_chart(records, rows, cols, args.metric, out / "results.png", title=f"{args.metric}: {args.sweep_dir.name}")
+    try:
+        check_keys(records, rows, cols, args.metric)  # before anything is written
+        table = markdown(records, rows, cols, args.metric)
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "results.csv", csv_text(records))
+        atomic_write_text(out / "results.md", table)
+        with atomic_file(out / "results.png") as tmp:
+            bar_chart(records, rows, cols, args.metric, tmp, title=f"{args.metric}: {args.sweep_dir.name}")
+    except (ConfigError, DataError) as err:
+        from lora_lab.cli import report_input_error
+
+        report_input_error("lora-lab-report", err)
+        return 2
     print(table)
     print(f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'results.png'}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,15 +14,23 @@ from lora_lab.report.collect import MISSING, JobRecord
 CSV_FIRST = ["job", "status"]
 
 
-def write_csv(records: Sequence[JobRecord], path: Path) -> None:
+def csv_text(records: Sequence[JobRecord]) -> str:
+    """`results.csv` as text, so the caller writes it atomically."""
     override_keys = list(dict.fromkeys(k for r in records for k in r.overrides))
     metric_keys = sorted({k for r in records for k in r.metrics} - {"status"})
     header = [*CSV_FIRST, *override_keys, *[k for k in metric_keys if k not in override_keys]]
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore")
-        writer.writeheader()
-        for r in records:
-            writer.writerow({**r.metrics, **r.overrides, "job": r.num, "status": r.status})
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=header, extrasaction="ignore")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({**r.metrics, **r.overrides, "job": r.num, "status": r.status})
+    return buffer.getvalue()
+
+
+def write_csv(records: Sequence[JobRecord], path: Path) -> None:
+    from lora_lab.utils.io import atomic_write_text
+
+    atomic_write_text(path, csv_text(records))
 
 
 def label(record: JobRecord, keys: Sequence[str]) -> str:
@@ -31,7 +40,7 @@ def label(record: JobRecord, keys: Sequence[str]) -> str:
     return ", ".join("-" if p is None else str(p) for p in parts)
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
@@ -48,7 +57,7 @@ class Cell:
 
     def add(self, record: JobRecord, metric: str) -> None:
         if record.status == "ok":
-            value = _number(record.metrics.get(metric))
+            value = finite_number(record.metrics.get(metric))
             if value is None:
                 self.no_metric += 1
             else:

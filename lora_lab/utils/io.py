@@ -87,7 +87,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     staged: dict[str, Path] = {}
     with writing(path, staged):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the temp name keeps the final suffix: writers such as savefig pick the format from it
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
         os.close(fd)
         staged["tmp"] = Path(tmp)
         try:

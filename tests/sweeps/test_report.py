@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from lora_lab.report.cli import main
@@ -86,3 +87,51 @@ def test_cli_defaults_are_method_by_task_score(tmp_path: Path) -> None:
     assert main([str(sweep)]) == 0
     table = (sweep / "results.md").read_text()
     assert table.startswith("score (4 jobs") and "| method \\ task | arith | sst2 |" in table
+
+
+def _outputs(sweep: Path) -> dict[str, bytes]:
+    return {name: (sweep / name).read_bytes() for name in ("results.csv", "results.md", "results.png")}
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--metric", "scor"], "--metric='scor': not a number in any ok job's metrics.json (choices: score)"),
+    (["--metric", "method"], "--metric='method': not a number in any ok job's metrics.json (choices: score)"),
+    (["--rows", "methd"], "--rows='methd': no job has this override or metrics.json key (choices: error, method,"),
+    (["--cols", "task,seed"], "--cols='seed': no job has this override or metrics.json key (choices:"),
+], ids=["typo_metric", "text_metric", "typo_rows", "unknown_col"])
+def test_a_bad_argument_is_one_line_exit_2_and_keeps_the_good_results(tmp_path: Path, capsys, args, line) -> None:
+    sweep = fake_sweep(tmp_path)
+    assert main([str(sweep)]) == 0
+    good = _outputs(sweep)
+    capsys.readouterr()
+    assert main([str(sweep), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lora-lab-report: config error: {line}") and err.count("\n") == 1
+    assert _outputs(sweep) == good
+
+
+def test_results_are_written_atomically_readable_and_a_full_disk_is_one_line(tmp_path: Path, capsys,
+                                                                             monkeypatch) -> None:
+    import errno
+    import os
+    import stat
+
+    sweep = fake_sweep(tmp_path)
+    old_umask = os.umask(0o022)
+    try:
+        assert main([str(sweep)]) == 0
+    finally:
+        os.umask(old_umask)
+    assert {stat.S_IMODE((sweep / n).stat().st_mode) for n in ("results.csv", "results.md", "results.png")} == {0o644}
+    good = _outputs(sweep)
+    (sweep / "2" / "metrics.json").write_text(json.dumps({"status": "ok", "score": 0.1, "method": "none"}))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main([str(sweep)]) == 2
+    assert capsys.readouterr().err == (f"lora-lab-report: disk error: {sweep / 'results.csv'}: cannot write "
+                                       "(No space left on device)\n")
+    assert _outputs(sweep) == good
+    assert not [p for p in sweep.iterdir() if p.name.startswith(".")]  # no temp file left
