@@ -1,0 +1,48 @@
+"""`lora-lab-merge <adapter> <out> [overrides...]`: fold an adapter of any method into its base weights and write a
+standalone transformers folder (safetensors + config + tokenizer) that loads without peft or lora-lab.
+
+The merge is the adapter-format registry's (`methods/adapters.py`): peft's merge_and_unload, QLoRA into a
+dequantised float base, RoSA's sparse part added, GaLore's deltas. The merged model's outputs equal the
+unmerged adapter's up to float reassociation.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lora_lab.commands.saved_run import load_with_adapter
+from lora_lab.config.errors import ConfigError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lora-lab-merge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("adapter", type=Path, help="an adapter folder (e.g. outputs/runs/<run>/adapter)")
+    parser.add_argument("out", type=Path, help="the folder to write the merged model to (must not exist)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.local_dir=<base copy>")
+    return parser.parse_args(argv)
+
+
+def merge_to_folder(adapter: Path, out: Path, overrides: list[str] | None = None) -> Path:
+    from lora_lab.methods.adapters import merge_adapter
+
+    if out.exists():
+        raise ConfigError("out", str(out), "already exists; choose a new folder")
+    _, model, tokenizer = load_with_adapter(adapter, overrides or [])
+    merged = merge_adapter(model, adapter)
+    merged.config.name_or_path = str(out)
+    merged.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lora_lab.cli import exit_on_input_error
+
+    args = parse_args(argv)
+    with exit_on_input_error("lora-lab-merge"):
+        print(merge_to_folder(args.adapter, args.out, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

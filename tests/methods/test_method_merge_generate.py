@@ -1,0 +1,68 @@
+"""`lora-lab-merge` and `lora-lab-generate` on an adapter of every method, saved in a run dir as a job saves it."""
+
+from __future__ import annotations
+
+import pytest
+from method_helpers import ALL_METHODS, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
+
+from lora_lab.commands import generate, merge
+from lora_lab.commands.saved_run import load_with_adapter
+from lora_lab.config.errors import ConfigError
+
+QUICK = {  # a few steps that move every method's trainable weights away from their (often zero) start
+    "lora": ["method.lr=1e-2"], "qlora": ["method.lr=1e-2"], "hira": ["method.lr=1e-2"],
+    "galore": ["method.lr=3e-3", "method.rank=8", "method.update_proj_gap=2"],
+    "sparse_lora": ["method.lr=1e-2", "method.start_step=1", "method.end_step=3"],
+    "rosa": ["method.lr=1e-2", "method.mask_warmup_steps=2", "method.density=0.05"],
+}
+
+
+@pytest.fixture(scope="module", params=ALL_METHODS)
+def saved_adapter(request, tmp_path_factory):
+    name = request.param
+    cfg = method_cfg(name, "train.max_steps=6", *QUICK[name])
+    built = build(cfg)
+    fit(built)
+    run = tmp_path_factory.mktemp(f"run-{name}")
+    (run / ".hydra").mkdir()
+    (run / "adapter").mkdir()  # as the recipe's atomic save hands it to the method
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    built.method.save(built.model, run / "adapter")
+    return name, run / "adapter"
+
+
+def test_merged_folder_loads_alone_and_matches_the_adapter(saved_adapter, tmp_path):
+    name, adapter = saved_adapter
+    _, unmerged, _ = load_with_adapter(adapter)
+    out = merge.merge_to_folder(adapter, tmp_path / "merged")
+    assert list(out.glob("*.safetensors")) and (out / "config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(str(out))  # plain transformers: no peft, no lora-lab
+    assert not any("4bit" in type(m).__name__ or "lora" in type(m).__name__.lower() for m in merged.modules())
+    diff = (logits(merged) - logits(unmerged)).abs().max().item()
+    print(f"{name}: merged vs unmerged logits max |diff| = {diff:.2e}")
+    assert diff < 1e-4
+
+
+def test_generate_from_the_adapter_and_from_the_merged_folder_agree(saved_adapter, tmp_path):
+    _, adapter = saved_adapter
+    out = merge.merge_to_folder(adapter, tmp_path / "merged")
+    texts = []
+    for folder in (adapter, out):
+        model, tokenizer, chat = generate.load(folder, [])
+        texts.append(generate.complete(model, tokenizer, "12 + 7 =", use_chat_template=chat, max_new_tokens=8))
+    assert texts[0] == texts[1] and len(texts[0]) > 0
+
+
+def test_merge_refuses_an_existing_output_and_a_folder_without_adapter(saved_adapter, tmp_path):
+    _, adapter = saved_adapter
+    with pytest.raises(ConfigError, match="already exists"):
+        merge.merge_to_folder(adapter, tmp_path)
+    with pytest.raises(ConfigError, match="no adapter_config.json"):
+        merge.merge_to_folder(tmp_path, tmp_path / "out")
+
+
+def test_sampling_flags_are_checked():
+    with pytest.raises(ConfigError, match="top_p"):
+        generate.complete(None, None, "x", use_chat_template=False, temperature=-1)
