@@ -6,7 +6,7 @@ it ends a batch as soon as every row is finished (EOS or a stop string), not at 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -61,11 +61,13 @@ def generate_batched(
     stop_strings: Sequence[str] = (),
     device: torch.device | None = None,
     desc: str = "generate",
+    before_batch: Callable[[list[int]], None] | None = None,
 ) -> list[str]:
     """Greedy completions for token-id prompts, returned in the input order.
 
     Prompts are sorted longest-first so each batch pads little and the first batch shows the peak memory.
-    Generation of a batch ends when every row has produced EOS or one of `stop_strings`.
+    Generation of a batch ends when every row has produced EOS or one of `stop_strings`. `before_batch` gets
+    the input positions of each batch's rows before it runs (a row-mixed bank sets its coefficients there).
     """
     device = device or next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -77,6 +79,8 @@ def generate_batched(
     for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, leave=False,
                       disable=None):
         index = order[start:start + batch_size]
+        if before_batch is not None:
+            before_batch(index)
         width = max(len(prompts[i]) for i in index)
         ids = torch.full((len(index), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(index), width), dtype=torch.long)

@@ -1,0 +1,265 @@
+"""The meta-generation study at bank scale: 12 published settings + baselines + few-shot search, leave-one-out and
+leave-source-out, at several nested bank sizes, with bootstrap confidence intervals over targets.
+
+For each held-out target every coefficient vector (all settings, both protocols, every bank size, the base model
+as the zero vector and the oracle as the target's own adapter) is scored in ONE batched generation through a
+`BankMixture` (each batch row carries its own mixture of the bank's LoRAs; exactly the `delta` combination after
+the same top-k selection that `predict_adapter` applies). Per setting: mean Rouge-L and exact match, a bootstrap
+95 % CI over targets, and the recovery fraction (meta - base) / (oracle - base) with its CI.
+
+    python benchmarks/meta_study_bank64.py <bank dir> --out benchmarks/results/meta_study_bank64.json \\
+        -- task.data_dir=<data>/sni665 eval.batch_size=512 hardware=gpu hardware.precision=float32
+
+Progress is written after every target; rerunning with the same --out continues with the targets not yet done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lora_lab.meta.bank import check_bank_model, load_bank  # noqa: E402
+from lora_lab.meta.cache import ArrayCache, bank_fingerprint  # noqa: E402
+from lora_lab.meta.coefficients import PAPER_VERSIONS, exclusion_mask  # noqa: E402
+from lora_lab.meta.combine import select_members  # noqa: E402
+from lora_lab.meta.distances import pairwise_distance  # noqa: E402
+from lora_lab.meta.gram import bank_gram_matrix  # noqa: E402
+from lora_lab.meta.mlp import train_mlp_transform  # noqa: E402
+from lora_lab.meta.study import METRICS, PROTOCOLS, compose_study_config, settings_for  # noqa: E402
+from lora_lab.utils.io import atomic_write_json, read_json  # noqa: E402
+
+PUBLISHED = [f"{v}/{m}" for v in PAPER_VERSIONS for m in METRICS]
+FEWSHOT = "fewshot/search"
+SCORES = ("rougeL", "exact_match")
+
+
+def dense(coefficients: np.ndarray, top_k: int | None) -> np.ndarray:
+    """The coefficient row `predict_adapter` would use: top-k of the positive weights, renormalised."""
+    kept, weights = select_members(coefficients, top_k)
+    row = np.zeros(len(coefficients))
+    row[kept] = weights
+    return row
+
+
+def target_rows(ctx: dict[str, Any], index: int, source: str | None, fewshot_features) -> dict[str, np.ndarray]:
+    """Every coefficient row to score for one target, keyed `size|protocol|setting` (+ `base`, `oracle`)."""
+    from lora_lab.meta.fewshot import search_coefficients
+
+    bank, cfg = ctx["bank"], ctx["cfg"]
+    n = len(bank)
+    rows = {"base": np.zeros(n), "oracle": np.eye(n)[index]}
+    for size, in_subset in ctx["subsets"].items():
+        for protocol, by_source in PROTOCOLS.items():
+            mask = exclusion_mask([bank.names[index]], bank.names, [source] if by_source else None,
+                                  bank.sources if by_source else None) | ~in_subset[None]
+            train = [i for i in range(n) if not mask[0, i]]
+            started = time.perf_counter()
+            transforms = {m: train_mlp_transform(ctx["distances"][m], ctx["gram"], train,
+                                                 temperature=cfg.method.temperature, seed=cfg.seed,
+                                                 **dict(cfg.method.mlp)).transform for m in METRICS}
+            ctx["timings"]["mlp_s"] += time.perf_counter() - started
+            settings = settings_for({m: d[index:index + 1] for m, d in ctx["distances"].items()}, mask,
+                                    transforms, cfg.method.temperature)
+            for name, coefficients in settings.items():
+                rows[f"{size}|{protocol}|{name}"] = dense(coefficients, cfg.method.top_k)
+            if fewshot_features:
+                started = time.perf_counter()
+                found = search_coefficients(ctx["model"], ctx["mixture"], fewshot_features,
+                                            settings["normalized/js"], ~mask[0], ctx["pad_id"],
+                                            candidates=cfg.method.top_k or 8, seed=cfg.seed)
+                ctx["timings"]["fewshot_s"] += time.perf_counter() - started
+                rows[f"{size}|{protocol}|{FEWSHOT}"] = dense(found.coefficients, cfg.method.top_k)
+                ctx["fewshot_losses"].append({"target": bank.names[index], "size": size, "protocol": protocol,
+                                              "start_loss": found.start_loss, "best_loss": found.best_loss})
+    return rows
+
+
+def score_rows(ctx: dict[str, Any], task, examples, rows: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Mean scores of every row's mixture on `examples`; identical rows are generated once."""
+    from lora_lab.evaluation.generation import generate_batched
+    from lora_lab.training.tokenize import prompt_ids, render_prompt
+
+    cfg, mixture = ctx["cfg"], ctx["mixture"]
+    unique: dict[bytes, int] = {}
+    matrix = []
+    for row in rows.values():
+        key = np.round(row, 6).tobytes()
+        if key not in unique:
+            unique[key] = len(matrix)
+            matrix.append(row)
+    matrix = np.stack(matrix)
+    prompts = [prompt_ids(ctx["tokenizer"], render_prompt(ctx["tokenizer"], ex, cfg.model.use_chat_template))
+               for ex in examples]
+    n_examples = len(examples)
+    started = time.perf_counter()
+    predictions = generate_batched(
+        ctx["model"], ctx["tokenizer"], prompts * len(matrix),
+        max_new_tokens=cfg.eval.max_new_tokens or task.cfg.max_new_tokens, batch_size=cfg.eval.batch_size,
+        stop_strings=task.stop_strings, device=ctx["device"], desc="mixtures",
+        before_batch=lambda index: mixture.set_rows(matrix[[i // n_examples for i in index]]),
+    )
+    mixture.set_rows(None)
+    ctx["timings"]["generate_s"] += time.perf_counter() - started
+    ctx["timings"]["generated_rows"] += len(predictions)
+    per_row = []
+    for r in range(len(matrix)):
+        scores = [task.score(predictions[r * n_examples + e], examples[e]) for e in range(n_examples)]
+        per_row.append({s: float(np.mean([x[s] for x in scores])) for s in SCORES})
+    return {name: per_row[unique[np.round(row, 6).tobytes()]] for name, row in rows.items()}
+
+
+def bootstrap(per_target: dict[str, dict[str, dict[str, float]]], key: str, resamples: int = 10000,
+              seed: int = 0) -> dict[str, Any]:
+    """Mean, 95 % CI over targets, and the recovery fraction (with its CI) of one row key."""
+    targets = sorted(per_target)
+    values = {name: np.array([per_target[t][name]["rougeL"] for t in targets]) for name in (key, "base", "oracle")}
+    exact = np.array([per_target[t][key]["exact_match"] for t in targets])
+    picks = np.random.default_rng(seed).integers(0, len(targets), size=(resamples, len(targets)))
+    means = {name: v[picks].mean(1) for name, v in values.items()}
+    gain = means["oracle"] - means["base"]
+    recovery = np.where(np.abs(gain) > 1e-12, (means[key] - means["base"]) / np.where(gain == 0, 1, gain), np.nan)
+    full_gain = values["oracle"].mean() - values["base"].mean()
+    return {
+        "rougeL": float(values[key].mean()),
+        "rougeL_ci95": [float(x) for x in np.percentile(means[key], [2.5, 97.5])],
+        "exact_match": float(exact.mean()),
+        "exact_match_ci95": [float(x) for x in np.percentile(exact[picks].mean(1), [2.5, 97.5])],
+        "recovery": float((values[key].mean() - values["base"].mean()) / full_gain) if full_gain else None,
+        "recovery_ci95": [float(x) for x in np.nanpercentile(recovery, [2.5, 97.5])],
+    }
+
+
+def paired_difference(per_target, key_a: str, key_b: str, resamples: int = 10000, seed: int = 0) -> dict:
+    """Mean Rouge-L difference a - b over targets with its bootstrap 95 % CI (paired by target)."""
+    targets = sorted(per_target)
+    diff = np.array([per_target[t][key_a]["rougeL"] - per_target[t][key_b]["rougeL"] for t in targets])
+    picks = np.random.default_rng(seed).integers(0, len(targets), size=(resamples, len(targets)))
+    return {"mean": float(diff.mean()), "ci95": [float(x) for x in np.percentile(diff[picks].mean(1), [2.5, 97.5])]}
+
+
+def summarise(per_target, sizes: list[int], setting_list: list[str]) -> dict[str, Any]:
+    table: dict[str, Any] = {"base": {p: bootstrap(per_target, "base") for p in PROTOCOLS},
+                             "oracle": {p: bootstrap(per_target, "oracle") for p in PROTOCOLS}}
+    scale: dict[str, Any] = {}
+    for size in sizes:
+        scale[str(size)] = {name: {p: bootstrap(per_target, f"{size}|{p}|{name}") for p in PROTOCOLS}
+                            for name in setting_list}
+    table.update(scale[str(max(sizes))])
+    comparison = {}
+    for protocol in PROTOCOLS:
+        best = max(PUBLISHED, key=lambda name: table[name][protocol]["rougeL"])
+        top = max(sizes)
+        comparison[protocol] = {"best_published": best,
+                                "fewshot_minus_best": paired_difference(per_target, f"{top}|{protocol}|{FEWSHOT}",
+                                                                        f"{top}|{protocol}|{best}")
+                                if FEWSHOT in setting_list else None,
+                                "best_minus_uniform": paired_difference(per_target, f"{top}|{protocol}|{best}",
+                                                                        f"{top}|{protocol}|uniform")}
+    return {"settings": table, "scale": scale, "comparison": comparison}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bank_dir", type=Path)
+    parser.add_argument("--targets", default=None, help="comma-separated members (default: the preset's targets)")
+    parser.add_argument("--eval-limit", type=int, default=50)
+    parser.add_argument("--sizes", default="16,32,64", help="nested random bank sizes (the largest = the bank)")
+    parser.add_argument("--fewshot", type=int, default=5, help="labelled target examples for the search (0: off)")
+    parser.add_argument("--deadline-s", type=float, default=None, help="start no new target after this long")
+    parser.add_argument("--out", type=Path, required=True)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]
+
+    from lora_lab.jobs.context import select_device
+    from lora_lab.jobs.meta import Representer, task_from_reference
+    from lora_lab.meta.mixture import BankMixture
+    from lora_lab.models import load_model_and_tokenizer
+    from lora_lab.training.tokenize import featurizer_for
+
+    begun = time.perf_counter()
+    cfg = compose_study_config([f"method.bank_dir={args.bank_dir}", *overrides])
+    bank = load_bank(args.bank_dir)
+    check_bank_model(bank, cfg.model)
+    targets = args.targets.split(",") if args.targets else preset_targets()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    if max(sizes) > len(bank):
+        raise SystemExit(f"--sizes {args.sizes}: the bank has {len(bank)} members")
+    device = select_device(cfg.hardware)
+    model, tokenizer = load_model_and_tokenizer(cfg)
+    model.to(device).eval()
+    timings: dict[str, float] = {"load_model_s": time.perf_counter() - begun, "mlp_s": 0.0, "fewshot_s": 0.0,
+                                 "generate_s": 0.0, "generated_rows": 0}
+    started = time.perf_counter()
+    cache = ArrayCache(Path(args.bank_dir) / ".cache")
+    represent = Representer(cfg, tokenizer, cache)
+    histograms = np.stack([represent(dict(m.dataset)) for m in bank.members])
+    distances = {m: pairwise_distance(m, histograms, histograms) for m in METRICS}
+    gram = cache.get_or_compute({"kind": "gram", "members": bank_fingerprint(bank.names, bank.adapter_dirs)},
+                                lambda: bank_gram_matrix(bank.adapter_dirs))
+    timings["distances_and_gram_s"] = time.perf_counter() - started
+    order = np.random.default_rng(cfg.seed).permutation(len(bank))
+    subsets = {size: np.isin(np.arange(len(bank)), order[:size]) for size in sizes}
+    ctx = {"bank": bank, "cfg": cfg, "model": model, "tokenizer": tokenizer, "device": device,
+           "mixture": BankMixture(model, bank.adapter_dirs), "distances": distances, "gram": gram,
+           "subsets": subsets, "timings": timings, "fewshot_losses": [],
+           "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
+    previous = read_json(args.out) or {}
+    same_run = previous.get("bank_members") == bank.names and previous.get("sizes") == sizes
+    per_target: dict[str, Any] = previous.get("per_target", {}) if same_run else {}
+    ctx["fewshot_losses"] = previous.get("fewshot_losses", []) if same_run else []
+    featurize = featurizer_for(cfg.model.kind)
+    for target in targets:
+        if target in per_target:
+            continue
+        if args.deadline_s and time.perf_counter() - begun > args.deadline_s:
+            print(f"deadline reached; {len(per_target)} of {len(targets)} targets done", flush=True)
+            break
+        index = bank.index(target)
+        member = bank.members[index]
+        task = task_from_reference(dict(member.dataset))
+        examples = task.eval_examples()[:args.eval_limit]
+        shots = [featurize(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len)
+                 for ex in task.train_examples()[:args.fewshot]]
+        rows = target_rows(ctx, index, member.source, shots)
+        per_target[target] = score_rows(ctx, task, examples, rows)
+        per_target[target]["_examples"] = len(examples)
+        print(f"{target}: base {per_target[target]['base']['rougeL']:.3f} "
+              f"oracle {per_target[target]['oracle']['rougeL']:.3f} "
+              f"normalized/js LOO {per_target[target][f'{max(sizes)}|loo|normalized/js']['rougeL']:.3f} "
+              f"({time.perf_counter() - begun:.0f} s)", flush=True)
+        atomic_write_json(args.out, {"bank_members": bank.names, "sizes": sizes, "per_target": per_target,
+                                     "fewshot_losses": ctx["fewshot_losses"], "timings": timings})
+    ctx["mixture"].close()
+    done = {t: {k: v for k, v in rows.items() if k != "_examples"} for t, rows in per_target.items()}
+    setting_list = sorted({k.split("|", 2)[2] for k in next(iter(done.values())) if k.count("|") == 2})
+    result = {
+        "members": len(bank), "bank_members": bank.names, "targets": sorted(done),
+        "eval_examples": {t: rows["_examples"] for t, rows in per_target.items()},
+        "protocols": list(PROTOCOLS), "sizes": sizes, "combine": "delta", "top_k": cfg.method.top_k,
+        "temperature": cfg.method.temperature, "fewshot_examples": args.fewshot,
+        **summarise(done, sizes, setting_list), "per_target": per_target, "fewshot_losses": ctx["fewshot_losses"],
+        "timings": {**timings, "total_s": time.perf_counter() - begun}, "overrides": overrides,
+        "machine": {"device": str(device), "platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    atomic_write_json(args.out, result)
+    print(json.dumps({name: result["settings"][name] for name in ("base", "oracle")}, indent=1))
+
+
+def preset_targets() -> list[str]:
+    """The 16 held-out targets chosen with the `meta_bank64` preset's members (benchmarks/select_bank64.py)."""
+    return (Path(__file__).resolve().parent / "meta_bank64_targets.txt").read_text().split()
+
+
+if __name__ == "__main__":
+    main()
