@@ -21,12 +21,18 @@ from lora_lab.registry import Registry
 RECORD_FILE = "lora_lab_method.json"
 
 
+def _float_base(record: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class AdapterFormat:
-    """How a saved adapter goes back onto a base model (`load`) and into its weights (`merge`)."""
+    """How a saved adapter goes back onto a base model (`load`) and into its weights (`merge`), and which
+    model-load kwargs rebuild the base it was trained on from its record (`base`, e.g. a 4-bit quantisation)."""
 
     load: Callable[[torch.nn.Module, Path], torch.nn.Module]
     merge: Callable[[torch.nn.Module, Path], torch.nn.Module]
+    base: Callable[[dict[str, Any]], dict[str, Any]] = _float_base
 
 
 ADAPTER_FORMATS: Registry = Registry("adapter format", f"{RECORD_FILE}:format")
@@ -38,7 +44,8 @@ def method_record(cfg: DictConfig, fmt: str, **extra: Any) -> dict[str, Any]:
         "method": str(cfg.method.name),
         "format": fmt,
         "hyperparameters": OmegaConf.to_container(cfg.method, resolve=True),
-        "base_model": {"name": str(cfg.model.name), "hub_id": cfg.model.get("hub_id")},
+        "base_model": {"name": str(cfg.model.name), "hub_id": cfg.model.get("hub_id"),
+                       "dtype": str(cfg.model.get("dtype", "auto"))},
         **extra,
     }
 
@@ -49,10 +56,26 @@ def write_record(folder: Path, record: dict[str, Any]) -> None:
 
 def read_record(folder: Path) -> dict[str, Any]:
     """The folder's method record; a bare peft adapter (no record) reads as format `peft`."""
+    from lora_lab.methods.adapter_files import read_json_object
+
     path = Path(folder) / RECORD_FILE
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        return {"format": "peft", **read_json_object(path)}
     return {"method": None, "format": "peft"}
+
+
+def base_load_kwargs(folder: Path) -> dict[str, Any]:
+    """Model-load kwargs that rebuild the base this adapter was trained on (its format decides: 4-bit for
+    QLoRA), plus the recorded weight dtype; empty for an adapter that records neither."""
+    record = read_record(folder)
+    kwargs = dict(ADAPTER_FORMATS.get(record["format"]).base(record))
+    dtype = (record.get("base_model") or {}).get("dtype")
+    if dtype and dtype != "auto":
+        from lora_lab.models import DTYPES
+
+        if dtype in DTYPES:
+            kwargs.setdefault("dtype", DTYPES[dtype])
+    return kwargs
 
 
 def load_adapter(base: torch.nn.Module, folder: Path) -> torch.nn.Module:

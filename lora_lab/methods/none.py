@@ -1,10 +1,22 @@
 """`method=none`: evaluate the base model (or `adapter_path`) without training."""
 
+from dataclasses import dataclass
+
+from lora_lab.config.schema import choice
 from lora_lab.methods import METHODS
 from lora_lab.methods.base import Method
+
+
+@dataclass
+class NoneSchema:
+    name: str = "none"
+    # recorded: rebuild the base the adapter was trained on (4-bit for QLoRA, its dtype), as it was evaluated
+    # after training; config: load the base exactly as model.* says (e.g. a QLoRA adapter on the float base)
+    adapter_base: str = choice("recorded", "recorded", "config")
 
 
 @METHODS.register("none")
 class NoMethod(Method):
     name = "none"
     kind = "eval"
+    schema = NoneSchema

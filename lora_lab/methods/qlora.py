@@ -123,7 +123,8 @@ class QloraMethod(LoraMethod):
     def record(self) -> dict[str, Any]:
         q = quantization_config(self.cfg)
         base = {"load_in_4bit": True, "quant_type": q.bnb_4bit_quant_type,
-                "double_quant": q.bnb_4bit_use_double_quant, "compute_dtype": str(self.cfg.hardware.precision)}
+                "double_quant": q.bnb_4bit_use_double_quant, "compute_dtype": str(self.cfg.hardware.precision),
+                "skip_modules": classifier_head(self.cfg) or []}
         return method_record(self.cfg, self.adapter_format, base_quantization=base)
 
 
@@ -164,4 +165,17 @@ def _load_on_4bit(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
     return PeftModel.from_pretrained(keep_4bit_trainable(base), str(folder))
 
 
-ADAPTER_FORMATS.add("peft_4bit", AdapterFormat(load=_load_on_4bit, merge=dequantised_merge))
+def recorded_quantization(record: dict[str, Any]) -> dict[str, Any]:
+    """The 4-bit base the adapter was trained on, as its record describes it (NF4 + double quant by default)."""
+    base = record.get("base_quantization") or {}
+    return {"quantization_config": BitsAndBytesConfig(
+        llm_int8_skip_modules=list(base.get("skip_modules") or []) or None,
+        load_in_4bit=True,
+        bnb_4bit_quant_type=str(base.get("quant_type", "nf4")),
+        bnb_4bit_use_double_quant=bool(base.get("double_quant", True)),
+        bnb_4bit_compute_dtype=DTYPES.get(str(base.get("compute_dtype", "float32")), torch.float32),
+    )}
+
+
+ADAPTER_FORMATS.add("peft_4bit", AdapterFormat(load=_load_on_4bit, merge=dequantised_merge,
+                                               base=recorded_quantization))

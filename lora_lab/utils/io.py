@@ -120,9 +120,10 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         tmp = staged["tmp"] = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             yield tmp
-            for file in tmp.rglob("*"):
-                if file.is_file():
-                    with open(file, "rb") as handle:
+            for item in tmp.rglob("*"):  # some writers (safetensors) create 0600 files whatever the umask
+                os.chmod(item, default_mode(directory=item.is_dir()))
+                if item.is_file():
+                    with open(item, "rb") as handle:
                         os.fsync(handle.fileno())
             os.chmod(tmp, default_mode(directory=True))
             retired = None
