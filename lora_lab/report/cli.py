@@ -22,23 +22,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="lora-lab-report",
         description="Summarise a lora-lab multirun dir: results.csv, results.md (table) and results.png (plot).")
     parser.add_argument("sweep_dir", type=Path, help="the multirun dir (with multirun.yaml and 0/, 1/, ...)")
-    parser.add_argument("--rows", default="method", help="comma-separated override/metrics keys for table rows")
-    parser.add_argument("--cols", default="task", help="comma-separated keys for table columns ('' for one)")
-    parser.add_argument("--metric", default="score", help="metrics.json key to show (default: score)")
+    # defaults are None so that only keys the user typed are checked against the jobs (DEFAULTS fill them in)
+    parser.add_argument("--rows", default=None, help="comma-separated override/metrics keys for table rows "
+                        "(default: method)")
+    parser.add_argument("--cols", default=None, help="comma-separated keys for table columns ('' for one; "
+                        "default: task)")
+    parser.add_argument("--metric", default=None, help="metrics.json key to show (default: score)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the sweep dir)")
     return parser.parse_args(argv)
 
 
-def check_keys(records: list[JobRecord], rows: list[str], cols: list[str], metric: str) -> None:
-    """Every grouping key must be an override or metrics.json field of some job, and the metric a number in
-    some ok job's metrics.json: a typo would otherwise give a table of `-` or `n/a` that looks like a result."""
+DEFAULTS = {"rows": "method", "cols": "task", "metric": "score"}
+
+
+def check_keys(records: list[JobRecord], args: argparse.Namespace) -> None:
+    """Every grouping key the user gave must be an override or metrics.json field of some job, and the metric a
+    number in some ok job's metrics.json: a typo would otherwise give a table of `-` or `n/a` that looks like a
+    result (and overwrite a good one)."""
     present = sorted({k for r in records for k in (*r.overrides, *r.metrics)})
-    for flag, keys in (("--rows", rows), ("--cols", cols)):
-        for key in keys:
+    for flag in ("rows", "cols"):
+        for key in _keys(getattr(args, flag) or ""):
             if key not in present:
-                raise ConfigError(flag, key, "no job has this override or metrics.json key", choices=present)
+                raise ConfigError(f"--{flag}", key, "no job has this override or metrics.json key", choices=present)
     ok = [r for r in records if r.status == "ok"]
     numeric = sorted({k for r in ok for k, v in r.metrics.items() if finite_number(v) is not None})
+    metric = args.metric or DEFAULTS["metric"]  # checked even as the default: an all-`n/a` table is no result
     if ok and metric not in numeric:
         raise ConfigError("--metric", metric, "not a number in any ok job's metrics.json", choices=numeric)
 
@@ -54,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lora-lab-report: no jobs found in {args.sweep_dir}", file=sys.stderr)
         return 1
     out = args.out or args.sweep_dir
-    rows, cols = _keys(args.rows), _keys(args.cols)
     try:
-        check_keys(records, rows, cols, args.metric)  # before anything is written
+        check_keys(records, args)  # before anything is written
+        for key, default in DEFAULTS.items():
+            setattr(args, key, default if getattr(args, key) is None else getattr(args, key))
+        rows, cols = _keys(args.rows), _keys(args.cols)
         table = markdown(records, rows, cols, args.metric)
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
