@@ -51,36 +51,67 @@ def dense(coefficients: np.ndarray, top_k: int | None) -> np.ndarray:
     return row
 
 
-def target_rows(ctx: dict[str, Any], index: int, source: str | None, fewshot_features) -> dict[str, np.ndarray]:
+def study_masks(bank, index: int, source: str | None, subsets: dict[int, np.ndarray]) -> dict[tuple, np.ndarray]:
+    """(size, protocol) -> the (1, n) exclusion mask: the target (and, leave-source-out, its siblings) and every
+    member outside the nested subset of that size."""
+    masks = {}
+    for size, in_subset in subsets.items():
+        for protocol, by_source in PROTOCOLS.items():
+            masks[size, protocol] = exclusion_mask([bank.names[index]], bank.names, [source] if by_source else None,
+                                                   bank.sources if by_source else None) | ~in_subset[None]
+    return masks
+
+
+def coefficient_settings(job: tuple) -> dict[str, np.ndarray]:
+    """All settings' coefficient rows for one (target, size, protocol); the mlp fits make this the costly part,
+    so the study runs these jobs in a process pool."""
+    import torch
+
+    torch.set_num_threads(1)
+    index, mask, distances, gram, method, seed = job
+    train = [i for i in range(mask.shape[1]) if not mask[0, i]]
+    try:
+        transforms = {m: train_mlp_transform(distances[m], gram, train, temperature=method["temperature"],
+                                             seed=seed, **method["mlp"]).transform for m in METRICS}
+    except Exception as err:  # noqa: BLE001 — the project's errors do not cross the process boundary as they are
+        raise RuntimeError(f"member {index}, {int((~mask).sum())} members allowed: {err}") from None
+    return settings_for({m: d[index:index + 1] for m, d in distances.items()}, mask, transforms,
+                        method["temperature"])
+
+
+def all_settings(ctx: dict[str, Any], jobs: dict[tuple, tuple]) -> dict[tuple, dict[str, np.ndarray]]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.perf_counter()
+    workers = max(1, min(len(jobs), (os.cpu_count() or 1)))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = dict(zip(jobs, pool.map(coefficient_settings, jobs.values(), chunksize=4), strict=True))
+    ctx["timings"]["settings_s"] += time.perf_counter() - started
+    return results
+
+
+def target_rows(ctx: dict[str, Any], target: str, settings: dict[tuple, dict[str, np.ndarray]],
+                masks: dict[tuple, np.ndarray], fewshot_features) -> dict[str, np.ndarray]:
     """Every coefficient row to score for one target, keyed `size|protocol|setting` (+ `base`, `oracle`)."""
     from lora_lab.meta.fewshot import search_coefficients
 
     bank, cfg = ctx["bank"], ctx["cfg"]
-    n = len(bank)
-    rows = {"base": np.zeros(n), "oracle": np.eye(n)[index]}
-    for size, in_subset in ctx["subsets"].items():
-        for protocol, by_source in PROTOCOLS.items():
-            mask = exclusion_mask([bank.names[index]], bank.names, [source] if by_source else None,
-                                  bank.sources if by_source else None) | ~in_subset[None]
-            train = [i for i in range(n) if not mask[0, i]]
+    index = bank.index(target)
+    rows = {"base": np.zeros(len(bank)), "oracle": np.eye(len(bank))[index]}
+    for (size, protocol), mask in masks.items():
+        found_settings = settings[target, size, protocol]
+        for name, coefficients in found_settings.items():
+            rows[f"{size}|{protocol}|{name}"] = dense(coefficients, cfg.method.top_k)
+        if fewshot_features and size == max(ctx["subsets"]):  # the extra method: at the full bank only
             started = time.perf_counter()
-            transforms = {m: train_mlp_transform(ctx["distances"][m], ctx["gram"], train,
-                                                 temperature=cfg.method.temperature, seed=cfg.seed,
-                                                 **dict(cfg.method.mlp)).transform for m in METRICS}
-            ctx["timings"]["mlp_s"] += time.perf_counter() - started
-            settings = settings_for({m: d[index:index + 1] for m, d in ctx["distances"].items()}, mask,
-                                    transforms, cfg.method.temperature)
-            for name, coefficients in settings.items():
-                rows[f"{size}|{protocol}|{name}"] = dense(coefficients, cfg.method.top_k)
-            if fewshot_features:
-                started = time.perf_counter()
-                found = search_coefficients(ctx["model"], ctx["mixture"], fewshot_features,
-                                            settings["normalized/js"], ~mask[0], ctx["pad_id"],
-                                            candidates=cfg.method.top_k or 8, seed=cfg.seed)
-                ctx["timings"]["fewshot_s"] += time.perf_counter() - started
-                rows[f"{size}|{protocol}|{FEWSHOT}"] = dense(found.coefficients, cfg.method.top_k)
-                ctx["fewshot_losses"].append({"target": bank.names[index], "size": size, "protocol": protocol,
-                                              "start_loss": found.start_loss, "best_loss": found.best_loss})
+            found = search_coefficients(ctx["model"], ctx["mixture"], fewshot_features,
+                                        found_settings["normalized/js"], ~mask[0], ctx["pad_id"],
+                                        candidates=cfg.method.top_k or 8, seed=cfg.seed)
+            ctx["timings"]["fewshot_s"] += time.perf_counter() - started
+            rows[f"{size}|{protocol}|{FEWSHOT}"] = dense(found.coefficients, cfg.method.top_k)
+            ctx["fewshot_losses"].append({"target": target, "size": size, "protocol": protocol,
+                                          "start_loss": found.start_loss, "best_loss": found.best_loss})
     return rows
 
 
@@ -152,8 +183,9 @@ def summarise(per_target, sizes: list[int], setting_list: list[str]) -> dict[str
                              "oracle": {p: bootstrap(per_target, "oracle") for p in PROTOCOLS}}
     scale: dict[str, Any] = {}
     for size in sizes:
+        present = next(iter(per_target.values()))
         scale[str(size)] = {name: {p: bootstrap(per_target, f"{size}|{p}|{name}") for p in PROTOCOLS}
-                            for name in setting_list}
+                            for name in setting_list if f"{size}|loo|{name}" in present}
     table.update(scale[str(max(sizes))])
     comparison = {}
     for protocol in PROTOCOLS:
@@ -198,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     device = select_device(cfg.hardware)
     model, tokenizer = load_model_and_tokenizer(cfg)
     model.to(device).eval()
-    timings: dict[str, float] = {"load_model_s": time.perf_counter() - begun, "mlp_s": 0.0, "fewshot_s": 0.0,
+    timings: dict[str, float] = {"load_model_s": time.perf_counter() - begun, "settings_s": 0.0, "fewshot_s": 0.0,
                                  "generate_s": 0.0, "generated_rows": 0}
     started = time.perf_counter()
     cache = ArrayCache(Path(args.bank_dir) / ".cache")
@@ -219,9 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     per_target: dict[str, Any] = previous.get("per_target", {}) if same_run else {}
     ctx["fewshot_losses"] = previous.get("fewshot_losses", []) if same_run else []
     featurize = featurizer_for(cfg.model.kind)
-    for target in targets:
-        if target in per_target:
-            continue
+    todo = [t for t in targets if t not in per_target]
+    masks = {t: study_masks(bank, bank.index(t), bank.members[bank.index(t)].source, subsets) for t in todo}
+    method = {"temperature": cfg.method.temperature, "mlp": dict(cfg.method.mlp)}
+    settings = all_settings(ctx, {(t, size, protocol): (bank.index(t), mask, distances, gram, method, cfg.seed)
+                                  for t in todo for (size, protocol), mask in masks[t].items()}) if todo else {}
+    for target in todo:
         if args.deadline_s and time.perf_counter() - begun > args.deadline_s:
             print(f"deadline reached; {len(per_target)} of {len(targets)} targets done", flush=True)
             break
@@ -231,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         examples = task.eval_examples()[:args.eval_limit]
         shots = [featurize(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len)
                  for ex in task.train_examples()[:args.fewshot]]
-        rows = target_rows(ctx, index, member.source, shots)
+        rows = target_rows(ctx, target, settings, masks[target], shots)
         per_target[target] = score_rows(ctx, task, examples, rows)
         per_target[target]["_examples"] = len(examples)
         print(f"{target}: base {per_target[target]['base']['rougeL']:.3f} "
