@@ -243,5 +243,5 @@ def test_an_os_write_error_anywhere_in_a_job_is_one_cli_line(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("lora-lab:")]
     assert line.startswith("lora-lab: disk error: ") and line.endswith(
-        "predictions_eval.jsonl: disk error (No space left on device)")
+        "predictions_eval.jsonl: No space left on device")
     assert "Traceback" not in result.stderr

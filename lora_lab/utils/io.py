@@ -54,7 +54,7 @@ def storage_error(err: OSError, path: str | os.PathLike | None = None, doing: st
     if staged is not None and where.startswith(str(staged[0])):
         where = str(staged[1]) + where[len(str(staged[0])):]
     reason = err.strerror or str(err) or type(err).__name__
-    return StorageError(f"{where}: {doing} ({reason})")
+    return StorageError(f"{where}: {doing} ({reason})" if doing else f"{where}: {reason}")
 
 
 def as_storage_error(err: BaseException) -> StorageError | None:
@@ -62,7 +62,7 @@ def as_storage_error(err: BaseException) -> StorageError | None:
     if isinstance(err, StorageError):
         return err
     if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
-        return storage_error(err, doing="disk error")
+        return storage_error(err, doing="")  # read or write: the OS's reason says which
     return None
 
 
