@@ -31,9 +31,11 @@ def evaluate(ctx: JobContext, model, tokenizer, task: Task, examples: list[Examp
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
+    """Parameter counts, and `model_bytes`: what the weights and buffers occupy as held (transformers'
+    `get_memory_footprint`), so a 4-bit base counts its packed bytes, not its float parameter count."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return {"trainable_params": trainable, "total_params": total}
+    return {"trainable_params": trainable, "total_params": total, "model_bytes": int(model.get_memory_footprint())}
 
 
 def save_atomically(save_fn, target: Path) -> None:

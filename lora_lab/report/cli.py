@@ -1,15 +1,22 @@
-"""`lora-lab-report <multirun dir> [--rows method --cols task --metric score]`."""
+"""`lora-lab-report <multirun dir> [--rows method --cols task --metric score[,...]] [--resources]`.
+
+One metric: a rows × cols table (results.md / results.png). Several metrics: one table with a row per group of
+the rows and cols keys and a column per metric. `--resources`: the resource table, one row per job
+(resources.md / resources.png). Every mode also writes results.csv and, when jobs trained, loss_curves.png.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 from lora_lab.config.errors import ConfigError, DataError
-from lora_lab.report.collect import JobRecord, collect
-from lora_lab.report.plot import bar_chart
-from lora_lab.report.table import csv_text, finite_number, markdown
+from lora_lab.report.collect import JobRecord, collect, swept_keys
+from lora_lab.report.plot import bar_chart, loss_curves, metric_panels
+from lora_lab.report.resources import curve_label, resource_keys, resource_metrics
+from lora_lab.report.table import csv_text, finite_number, markdown, metrics_markdown
 from lora_lab.utils.io import atomic_file, atomic_write_text, writing
 
 
@@ -27,7 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(default: method)")
     parser.add_argument("--cols", default=None, help="comma-separated keys for table columns ('' for one; "
                         "default: task)")
-    parser.add_argument("--metric", default=None, help="metrics.json key to show (default: score)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--metric", default=None, help="metrics.json key(s) to show, comma-separated: several make "
+                      "one table with a column per metric (default: score)")
+    what.add_argument("--resources", action="store_true", help="the resource table, one row per job: trainable "
+                      "params and %%, model bytes, train time and tokens/s, peak RSS, eval throughput, score")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the sweep dir)")
     return parser.parse_args(argv)
 
@@ -46,9 +57,24 @@ def check_keys(records: list[JobRecord], args: argparse.Namespace) -> None:
                 raise ConfigError(f"--{flag}", key, "no job has this override or metrics.json key", choices=present)
     ok = [r for r in records if r.status == "ok"]
     numeric = sorted({k for r in ok for k, v in r.metrics.items() if finite_number(v) is not None})
-    metric = args.metric or DEFAULTS["metric"]  # checked even as the default: an all-`n/a` table is no result
-    if ok and metric not in numeric:
-        raise ConfigError("--metric", metric, "not a number in any ok job's metrics.json", choices=numeric)
+    metrics = _keys(args.metric or DEFAULTS["metric"])  # checked even as the default: all-`n/a` is no result
+    if not metrics:
+        raise ConfigError("--metric", args.metric, "names no metrics.json key", choices=numeric)
+    for metric in metrics:
+        if ok and metric not in numeric:
+            raise ConfigError("--metric", metric, "not a number in any ok job's metrics.json", choices=numeric)
+
+
+def loss_figure(records: list[JobRecord], path: Path, title: str) -> bool:
+    """`loss_curves.png` from every job's `train_losses.json`, labelled by the swept keys; False (nothing
+    written) when no job has a loss history, e.g. an eval-only sweep."""
+    keys = swept_keys(records)
+    curves = {curve_label(r, keys): losses for r in records if (losses := r.train_losses())}
+    if not curves:
+        return False
+    with atomic_file(path) as tmp:
+        loss_curves(curves, tmp, title=title)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,26 +87,42 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print(f"lora-lab-report: no jobs found in {args.sweep_dir}", file=sys.stderr)
         return 1
-    out = args.out or args.sweep_dir
+    out, name, note = args.out or args.sweep_dir, args.sweep_dir.name, ""
+    if args.resources:  # rows: method, task and the swept keys (one per job) unless typed; no columns
+        present, absent = resource_metrics(records)
+        args.metric = ",".join(present) or "score"
+        args.rows = ",".join(resource_keys(records)) if args.rows is None else args.rows
+        args.cols = "" if args.cols is None else args.cols
+        note = f"\nnot recorded by any ok job, left out: {', '.join(absent)}\n" if absent else ""
     try:
         check_keys(records, args)  # before anything is written
         for key, default in DEFAULTS.items():
             setattr(args, key, default if getattr(args, key) is None else getattr(args, key))
-        rows, cols = _keys(args.rows), _keys(args.cols)
-        table = markdown(records, rows, cols, args.metric)
+        rows, cols, metrics = _keys(args.rows), _keys(args.cols), _keys(args.metric)
+        stem = "resources" if args.resources else "results"
+        if stem == "results" and len(metrics) == 1:
+            table = markdown(records, rows, cols, metrics[0])
+            draw = partial(bar_chart, records, rows, cols, metrics[0], title=f"{metrics[0]}: {name}")
+        else:  # several metrics: one row per group of the rows and cols keys, one column per metric
+            title = stem if args.resources else ", ".join(metrics)
+            table = metrics_markdown(records, [*rows, *cols], metrics, title=title) + note
+            draw = partial(metric_panels, records, [*rows, *cols], metrics, title=f"{stem}: {name}")
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "results.csv", csv_text(records))
-        atomic_write_text(out / "results.md", table)
-        with atomic_file(out / "results.png") as tmp:
-            bar_chart(records, rows, cols, args.metric, tmp, title=f"{args.metric}: {args.sweep_dir.name}")
+        atomic_write_text(out / f"{stem}.md", table)
+        with atomic_file(out / f"{stem}.png") as tmp:
+            draw(path=tmp)
+        written = [out / "results.csv", out / f"{stem}.md", out / f"{stem}.png"]
+        if loss_figure(records, out / "loss_curves.png", title=f"train loss: {name}"):
+            written.append(out / "loss_curves.png")
     except (ConfigError, DataError) as err:
         from lora_lab.cli import report_input_error
 
         report_input_error("lora-lab-report", err)
         return 2
     print(table)
-    print(f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'results.png'}")
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 

@@ -31,6 +31,31 @@ class JobRecord:
             return self.overrides[key]
         return self.metrics.get(key)
 
+    def train_losses(self) -> list[float]:
+        """The per-step train loss history (`train_losses.json`), empty when the job wrote none."""
+        losses = (read_json(self.run_dir / "train_losses.json") or {}).get("losses")
+        return [float(x) for x in losses] if isinstance(losses, list) else []
+
+
+def with_derived(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add what follows from recorded numbers, so sweeps written before a field existed still report it, and
+    fine-tuning and eval-only jobs share a column: `trainable_pct` = 100 · trainable_params / total_params;
+    `eval_examples_per_s` = the final evaluation's throughput (`after_...`, or `eval_...` of method=none)."""
+    derived = dict(metrics)
+    trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
+    if isinstance(trainable, int) and isinstance(total, int) and total > 0:
+        derived.setdefault("trainable_pct", 100.0 * trainable / total)
+    for stage in ("after", "eval"):
+        if f"{stage}_eval_examples_per_s" in metrics:
+            derived.setdefault("eval_examples_per_s", metrics[f"{stage}_eval_examples_per_s"])
+    return derived
+
+
+def swept_keys(records: list[JobRecord]) -> list[str]:
+    """Override keys whose value differs between jobs: what tells one job of the sweep from another."""
+    keys = dict.fromkeys(k for r in records for k in r.overrides)
+    return [k for k in keys if len({r.overrides.get(k) for r in records}) > 1]
+
 
 def _split(override: str) -> tuple[str, str]:
     key, _, value = override.partition("=")
@@ -83,6 +108,6 @@ def collect(sweep_dir: Path) -> list[JobRecord]:
         overrides = _read_overrides(job_dir)
         if overrides is None:
             overrides = dict(expected[num]) if num < len(expected) else {}
-        metrics = read_json(job_dir / "metrics.json") or {}
+        metrics = with_derived(read_json(job_dir / "metrics.json") or {})
         records.append(JobRecord(num=num, run_dir=job_dir, overrides=overrides, metrics=metrics))
     return records

@@ -46,6 +46,12 @@ def finite_number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def format_number(value: float, digits: int = 4) -> str:
+    """Four significant digits, but counts, bytes and tokens/s (>= 1000) in full with thousands separators:
+    `921,600` reads better than `9.216e+05`."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.{digits}g}"
+
+
 class Cell:
     """All jobs that land in one (row, column): mean of the ok jobs' metric; failures are counted, not hidden."""
 
@@ -78,7 +84,7 @@ class Cell:
             if not notes:
                 return ""
             return notes[0].split(" ", 1)[1] if len(notes) == 1 and notes[0].startswith("1 ") else " + ".join(notes)
-        main = f"{self.mean:.{digits}g}" + (f" (n={len(self.values)})" if len(self.values) > 1 else "")
+        main = format_number(self.mean, digits) + (f" (n={len(self.values)})" if len(self.values) > 1 else "")
         return main + (f" + {', '.join(notes)}" if notes else "")
 
 
@@ -92,6 +98,11 @@ def pivot(records: Sequence[JobRecord], rows: Sequence[str], cols: Sequence[str]
     return row_labels, col_labels, cells
 
 
+def _status_summary(records: Sequence[JobRecord]) -> str:
+    counts = {s: sum(r.status == s for r in records) for s in dict.fromkeys(r.status for r in records)}
+    return f"{len(records)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
 def markdown(records: Sequence[JobRecord], rows: Sequence[str], cols: Sequence[str], metric: str) -> str:
     row_labels, col_labels, cells = pivot(records, rows, cols, metric)
     corner = f"{' × '.join(rows) or 'rows'} \\ {' × '.join(cols) or 'cols'}"
@@ -100,6 +111,33 @@ def markdown(records: Sequence[JobRecord], rows: Sequence[str], cols: Sequence[s
     for row in row_labels:
         texts = [cells[(row, col)].text() if (row, col) in cells else "" for col in col_labels]
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
-    counts = {s: sum(r.status == s for r in records) for s in dict.fromkeys(r.status for r in records)}
-    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
-    return f"{metric} ({len(records)} jobs: {summary})\n\n" + "\n".join(lines) + "\n"
+    return f"{metric} ({_status_summary(records)})\n\n" + "\n".join(lines) + "\n"
+
+
+def metric_cells(records: Sequence[JobRecord], keys: Sequence[str], metrics: Sequence[str]
+                 ) -> tuple[dict[tuple[str, ...], list[JobRecord]], dict[tuple[tuple[str, ...], str], Cell]]:
+    """Jobs grouped by their values of `keys` (one group per job when the keys are the swept ones), and one
+    Cell per (group, metric)."""
+    groups: dict[tuple[str, ...], list[JobRecord]] = {}
+    for r in records:
+        groups.setdefault(tuple("-" if r.value(k) is None else str(r.value(k)) for k in keys), []).append(r)
+    cells: dict[tuple[tuple[str, ...], str], Cell] = {}
+    for group, members in groups.items():
+        for metric in metrics:
+            cell = cells.setdefault((group, metric), Cell())
+            for r in members:
+                cell.add(r, metric)
+    return groups, cells
+
+
+def metrics_markdown(records: Sequence[JobRecord], keys: Sequence[str], metrics: Sequence[str],
+                     title: str = "metrics") -> str:
+    """Several metrics in one table: one row per group of `keys`, one column per key and per metric."""
+    groups, cells = metric_cells(records, keys, metrics)
+    keys = list(keys) or ["jobs"]
+    lines = ["| " + " | ".join([*keys, *metrics]) + " |",
+             "|" + "---|" * len(keys) + "---:|" * len(metrics)]
+    for group in groups:
+        labels = list(group) or ["all"]
+        lines.append("| " + " | ".join([*labels, *(cells[(group, m)].text() for m in metrics)]) + " |")
+    return f"{title} ({_status_summary(records)})\n\n" + "\n".join(lines) + "\n"
