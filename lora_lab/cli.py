@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.errors import ConfigError, DataError, Interrupted, RunStopped
 
 # bitsandbytes warns at import about optional CPU kernels it can do without; keep run logs readable.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -80,6 +80,18 @@ def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool =
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
+def describe_stop(stop: RunStopped, run_dir: Path) -> str:
+    """The reason, plus how to continue an interrupted run."""
+    text = stop.reason
+    if isinstance(stop, Interrupted):
+        if stop.step is not None:
+            text += f" after step {stop.step}"
+        if stop.fields.get("checkpoint"):
+            text += (f"; checkpoint at step {stop.fields.get('checkpoint_step')}: continue with resume=true "
+                     f"hydra.run.dir={run_dir}")
+    return f"{text} ({run_dir}/metrics.json)"
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(cfg: DictConfig) -> float | None:
     from lora_lab.jobs import run_job
@@ -95,6 +107,11 @@ def hydra_app(cfg: DictConfig) -> float | None:
         if multirun:
             return None  # the failed job left its metrics.json; the sweep goes on
         sys.exit(2)
+    except RunStopped as stop:  # diverged or interrupted: recorded in metrics.json; one line, its exit code
+        print(f"lora-lab: {stop.status}: {describe_stop(stop, run_dir)}", file=sys.stderr, flush=True)
+        if multirun and not isinstance(stop, Interrupted):
+            return None  # a diverged job is one failed job; an interrupt stops the sweep
+        sys.exit(stop.exit_code)
     except Exception:
         if multirun:
             log.exception("job failed; see %s/metrics.json", run_dir)

@@ -25,3 +25,41 @@ class StorageError(DataError):
     naming the path, handled like bad data so no traceback hides which path it was."""
 
     kind = "disk"
+
+
+class RunStopped(BaseException):
+    """A job that ended before its result for a reason that is not a bug (divergence, an interrupt).
+
+    `run_job` records `status`, the step and the reason in metrics.json; the CLI prints one line and exits with
+    `exit_code`. A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it.
+    """
+
+    status = "failed"
+    exit_code = 1
+
+    def __init__(self, reason: str, *, step: int | None = None, **fields: Any):
+        self.reason, self.step, self.fields = reason, step, fields
+        super().__init__(reason)
+
+    def record(self) -> dict[str, Any]:
+        """The metrics.json fields of this outcome."""
+        return {"status": self.status, "error_type": type(self).__name__, "error": self.reason, "step": self.step,
+                **self.fields}
+
+
+class Diverged(RunStopped):
+    """A non-finite loss, gradient or trained weight: the run failed and its adapter is not the result."""
+
+
+class Interrupted(RunStopped):
+    """SIGINT/SIGTERM: `status: interrupted`, exit 128 + the signal number (130, 143)."""
+
+    status = "interrupted"
+
+    def __init__(self, signum: int, reason: str | None = None, **fields: Any):
+        import signal
+
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        name = signal.Signals(self.signum).name
+        super().__init__(reason or f"interrupted by {name}", signal=name, **fields)

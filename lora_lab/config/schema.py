@@ -1,18 +1,71 @@
 """Structured schemas for the config groups whose keys are the same for every option.
 
 Groups whose keys depend on the option (task, method) declare their schema next to their code and are
-looked up through the task/method registries (see `validate.py`). A field's `choices` metadata lists the
-allowed values of a string field; validation reports them on a bad value.
+looked up through the task/method registries (see `validate.py`). A field's metadata says which values it
+allows: `choices` for a string field, a `Domain` for a number (declared with `ranged`); validation checks both
+generically and reports the allowed values on a bad one, before anything heavy loads.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+# The shortest train.max_seq_len that leaves room for a prompt plus an answer and EOS: below it a causal LM has
+# (almost) nothing to condition on, and an answer that fills the window leaves no position to learn from.
+MIN_SEQ_LEN = 16
 
 
 def choice(default: str | None, *choices: str | None) -> Any:
     return field(default=default, metadata={"choices": choices})
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The numbers a field allows: an interval, open or closed at each end. NaN and ±inf are never allowed;
+    null passes (an Optional field's null means "the default", and the type check refuses it elsewhere)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: value > low; False: value >= low
+    high_open: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                    f"{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        return "a finite number"
+
+
+def ranged(default: Any, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+           le: float | None = None, **metadata: Any) -> Any:
+    """A numeric field with its allowed interval, e.g. `lr: float = ranged(2e-4, gt=0)`."""
+    domain = Domain(low=gt if gt is not None else ge, high=lt if lt is not None else le,
+                    low_open=gt is not None, high_open=lt is not None)
+    return field(default=default, metadata={"domain": domain, **metadata})
+
+
+def positive(default: Any) -> Any:
+    """A count that must be at least 1 (sizes, ranks, intervals); null allowed where the type is Optional."""
+    return ranged(default, ge=1)
 
 
 @dataclass
@@ -31,7 +84,7 @@ class ModelConfig:
     dtype: str = choice("auto", "auto", "float32", "bfloat16", "float16")
     attn_implementation: str | None = "sdpa"
     use_chat_template: bool = True
-    num_labels: int = 2  # sequence_classification only
+    num_labels: int = ranged(2, ge=1)  # sequence_classification only
     # Llama projection name → this family's module name (null: none), for method target lists (config/targets.py)
     lora_targets: dict[str, str | None] = field(default_factory=dict)
     # tiny: a random Llama built from this config with a character tokenizer (no download)
@@ -43,19 +96,19 @@ class MetricConfig:
     """Dataset distance used by meta-generation."""
 
     name: str = choice("js", "wd", "kl", "js", "mmd")
-    kl_epsilon: float = 1e-10
+    kl_epsilon: float = ranged(1e-10, gt=0)
 
 
 @dataclass
 class SlurmResources:
     partition: str | None = None
-    gpus_per_node: int = 0
-    cpus_per_task: int = 1
-    tasks_per_node: int = 1
-    mem_gb: int = 4
-    timeout_min: int = 60
-    array_parallelism: int = 8
-    max_num_timeout: int = 3
+    gpus_per_node: int = ranged(0, ge=0)
+    cpus_per_task: int = positive(1)
+    tasks_per_node: int = positive(1)
+    mem_gb: int = positive(4)
+    timeout_min: int = positive(60)
+    array_parallelism: int = positive(8)
+    max_num_timeout: int = ranged(3, ge=0)
     additional_parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -65,8 +118,8 @@ class HardwareConfig:
     device: str = choice("auto", "auto", "cpu", "cuda")
     # Compute dtype for autocast / QLoRA compute; float32 on CPU keeps results exact.
     precision: str = choice("float32", "float32", "bfloat16", "float16")
-    num_threads: int | None = None
-    num_processes: int = 1  # >1: data-parallel through torchrun (gloo on CPU, nccl on GPU)
+    num_threads: int | None = positive(None)
+    num_processes: int = positive(1)  # >1: data-parallel through torchrun (gloo on CPU, nccl on GPU)
     distributed_backend: str = choice("auto", "auto", "gloo", "nccl")
     # ddp: every rank holds the whole model; fsdp: frozen and trainable weights sharded per decoder layer
     data_parallel: str = choice("ddp", "ddp", "fsdp")
@@ -81,26 +134,29 @@ class LoggerConfig:
     group: str | None = None  # default: the multirun sweep id
     tags: list[str] = field(default_factory=list)
     mode: str | None = None  # online / offline / disabled; default: WANDB_MODE or online
-    log_every: int = 1
+    log_every: int = positive(1)
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 100  # optimizer steps
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
+    max_steps: int = ranged(100, ge=0)  # optimizer steps; 0 saves the initial adapter (no train loss)
+    batch_size: int = positive(8)
+    grad_accum: int = positive(1)
+    lr: float = ranged(2e-4, gt=0)
+    weight_decay: float = ranged(0.0, ge=0)
+    warmup_ratio: float = ranged(0.05, ge=0, le=1)
     scheduler: str = choice("linear", "linear", "cosine", "constant", "constant_with_warmup")
-    max_grad_norm: float = 1.0
-    max_seq_len: int = 512
+    max_grad_norm: float = ranged(1.0, ge=0)  # 0: no clipping
+    max_seq_len: int = ranged(512, ge=MIN_SEQ_LEN)
     group_by_length: bool = True
     gradient_checkpointing: bool = False
     compile: bool = False
     answer_only_logits: bool = True  # project only answer positions onto the vocabulary (training/loss.py)
-    log_every: int = 10
-    checkpoint_every: int = 0  # 0: no intermediate checkpoints
+    log_every: int = positive(10)
+    checkpoint_every: int = ranged(0, ge=0)  # 0: no intermediate checkpoints
+    # a non-finite loss or gradient: `stop` fails the run (status failed, the step, no adapter); `skip_step`
+    # drops that step's update and goes on (the run still fails if the trained weights end non-finite)
+    on_nonfinite: str = choice("stop", "stop", "skip_step")
     seed: int = 0
 
 
@@ -108,8 +164,8 @@ class TrainConfig:
 class EvalConfig:
     before: bool = True
     after: bool = True
-    batch_size: int = 32
-    max_new_tokens: int | None = None  # None: the task's own
+    batch_size: int = positive(32)
+    max_new_tokens: int | None = positive(None)  # None: the task's own
     save_predictions: bool = True
 
 
@@ -119,6 +175,7 @@ class RootConfig:
 
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # rerun a finished/other-config run dir afresh; the old result is moved aside
     adapter_path: str | None = None  # evaluate (method=none) or continue from this adapter
     print_summary: bool = True
 

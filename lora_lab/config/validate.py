@@ -8,6 +8,7 @@ method or task declares. Each problem becomes one `ConfigError` naming the key, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -51,6 +52,10 @@ def check_section(prefix: str, node: Any, schema_cls: type) -> DictConfig:
         choices = field.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{prefix}.{field.name}", value, "not an allowed value", choices=choices)
+        domain = field.metadata.get("domain")
+        if domain is not None and not domain.allows(value):
+            finite = "" if isinstance(value, int) or value is None or math.isfinite(value) else "a finite number "
+            raise ConfigError(f"{prefix}.{field.name}", value, f"must be {finite}{domain}")
         if dataclasses.is_dataclass(field.type if isinstance(field.type, type) else None):
             check_section(f"{prefix}.{field.name}", node.get(field.name, {}), field.type)
     return merged
@@ -60,11 +65,33 @@ def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
+def check_machine(cfg: DictConfig, *, cuda_devices: int, cpu_cores: int, launched: bool) -> None:
+    """What this machine can honour, checked before any rank is spawned: CUDA for `hardware.device=cuda` and
+    NCCL, and no more local processes than GPUs (CUDA) or cores (CPU). Inside a launch (torchrun, SLURM tasks)
+    the launcher decided the process count, so it is not checked again."""
+    hw = cfg.hardware
+    if hw.device == "cuda" and cuda_devices == 0:
+        raise ConfigError("hardware.device", "cuda", "no CUDA device on this machine", choices=["auto", "cpu"])
+    if hw.distributed_backend == "nccl" and cuda_devices == 0 and (hw.num_processes > 1 or launched):
+        raise ConfigError("hardware.distributed_backend", "nccl", "needs CUDA; this machine has none",
+                          choices=["auto", "gloo"])
+    if launched or hw.num_processes <= 1:
+        return
+    on_cuda = hw.device == "cuda" or (hw.device == "auto" and cuda_devices > 0)
+    limit, what = (cuda_devices, "CUDA devices") if on_cuda else (cpu_cores, "CPU cores")
+    if hw.num_processes > limit:
+        raise ConfigError("hardware.num_processes", hw.num_processes,
+                          f"must be <= {limit}, the {what} of this machine")
+
+
 def check_sharding(cfg: DictConfig, methods) -> None:
     """FSDP shards weights across ranks: only plain-PEFT methods, and no mid-run checkpoints (rank 0 alone
     would save a shard)."""
     if cfg.hardware.data_parallel != "fsdp" or methods.get(cfg.method.name).kind != "finetune":
         return
+    if cfg.hardware.num_processes < 2:
+        raise ConfigError("hardware.data_parallel", "fsdp", "shards the model across processes; set "
+                          "hardware.num_processes >= 2 (e.g. hardware=cpu_ddp), or use ddp", choices=["ddp"])
     if not methods.get(cfg.method.name).supports_fsdp:
         able = sorted(n for n in methods.names() if methods.get(n).supports_fsdp)
         raise ConfigError("hardware.data_parallel", "fsdp", f"method={cfg.method.name} cannot be sharded; "

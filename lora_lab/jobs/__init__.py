@@ -4,6 +4,7 @@ validate first, measure time and memory per job, always leave a `metrics.json` w
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.errors import ConfigError, DataError, RunStopped
 from lora_lab.registry import Registry
 
 JOBS: Registry = Registry("job kind", "method kind")
@@ -25,21 +26,52 @@ def _register_recipes() -> None:
 
 
 def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run one job in `run_dir`; returns its metrics (status ok, failed or skipped)."""
+    """Run one job in `run_dir`; returns its metrics (status ok, or skipped). The job holds the run dir (one
+    writer, one config: `jobs/run_dir.py`); SIGINT/SIGTERM end it as `status: interrupted`."""
+    from lora_lab.jobs.run_dir import claim
+    from lora_lab.utils.interrupts import interrupts_as_status
+
+    _register_recipes()
+    run_dir = Path(run_dir)
+    with interrupts_as_status(), claim(raw_cfg, run_dir) as finished:
+        if finished is not None:  # a requeued or repeated finished job of the same config is not redone
+            log.info("%s already finished (status ok, same config); skipping", run_dir)
+            return {**finished, "skipped": True}
+        return _run_claimed(raw_cfg, run_dir)
+
+
+def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
+    """Every config rule, and what this machine can honour (CUDA, GPU and core counts), before any rank is
+    spawned or model loaded."""
+    import torch
+
+    from lora_lab.config.validate import check_machine, validate_config
+    from lora_lab.training.distributed import launched_rank
+
+    cfg = validate_config(raw_cfg)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    check_machine(cfg, cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                  cpu_cores=cores, launched=launched_rank() is not None)
+    return cfg
+
+
+def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from lora_lab.config.validate import validate_config
     from lora_lab.jobs.context import JobContext, select_device
     from lora_lab.loggers import build_logger
     from lora_lab.methods import METHODS
-    from lora_lab.utils.io import as_storage_error, atomic_write_json, read_json
+    from lora_lab.utils.io import as_storage_error, atomic_write_json
     from lora_lab.utils.memory import PeakMemory
 
-    _register_recipes()
-    run_dir = Path(run_dir)
     metrics_path = run_dir / METRICS_FILE
-    previous = read_json(metrics_path)
-    if previous and previous.get("status") == "ok":  # a requeued or repeated finished job is not redone
-        log.info("%s already finished (status ok); skipping", run_dir)
-        return {**previous, "skipped": True}
+    started = time.perf_counter()
+    identity: dict[str, Any] = {key: _name_of(raw_cfg, key) for key in ("method", "task", "model")}
+    try:
+        check_before_launch(raw_cfg)
+    except ConfigError as err:
+        atomic_write_json(metrics_path, {**identity, "status": "failed", "error_type": type(err).__name__,
+                                         "error": str(err), "job_seconds": time.perf_counter() - started})
+        raise
     # hardware.num_processes > 1: relaunch as N ranks (and return rank 0's metrics), or join the process group
     # as one rank; ranks > 0 run without eval/logger in a scratch dir (training/distributed.py).
     from lora_lab.training.distributed import prepare
@@ -49,8 +81,6 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return launch.metrics
     raw_cfg, run_dir, metrics_path = launch.cfg, launch.run_dir, launch.run_dir / METRICS_FILE
 
-    started = time.perf_counter()
-    identity: dict[str, Any] = {key: _name_of(raw_cfg, key) for key in ("method", "task", "model")}
     logger, exit_code = None, 0
     try:
         cfg = validate_config(raw_cfg)
@@ -65,6 +95,13 @@ def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                    "job_seconds": time.perf_counter() - started, "device": str(device)}
         metrics.update(primary_score(cfg, metrics))
         logger.summary(metrics)
+    except RunStopped as stop:  # diverged or interrupted: not a bug; the record says what, where and why
+        metrics = {**identity, **stop.record(), "job_seconds": time.perf_counter() - started}
+        atomic_write_json(metrics_path, metrics)
+        exit_code = stop.exit_code
+        if logger is not None:
+            logger.summary({key: metrics[key] for key in ("status", "error_type", "error")})
+        raise
     except Exception as caught:  # noqa: BLE001 — every failure must leave a record, then propagate
         err = as_storage_error(caught) or caught  # a write failure anywhere: one line naming the path
         metrics = {**identity, "status": "failed", "error_type": type(err).__name__, "error": str(err),

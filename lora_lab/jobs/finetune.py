@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from lora_lab.config.errors import RunStopped
 from lora_lab.jobs import JOBS
 from lora_lab.jobs.context import JobContext
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_atomically
@@ -48,20 +51,25 @@ def finetune(ctx: JobContext) -> dict:
         model = shard_model(model)
     # resume from <run_dir>/checkpoint, log train_loss/lr, checkpoint every train.checkpoint_every steps
     checkpoints = Checkpointing(ctx, model, method, rank=rank)
-    result = train(
-        model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device, rank=rank,
-        world_size=world_size,
-        on_step=checkpoints.on_step, **checkpoints.restore(),
-    )
+    try:
+        result = train(
+            model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device, rank=rank,
+            world_size=world_size,
+            on_step=checkpoints.on_step, **checkpoints.restore(),
+        )
+    except RunStopped as stop:  # diverged or interrupted: keep the loss history, checkpoint an interrupt
+        checkpoints.stopped(stop)
+        raise
     metrics.update(checkpoints.summary(result.losses))
     metrics.update({
         "train_steps": result.steps,
-        "final_train_loss": sum(result.losses[-5:]) / max(len(result.losses[-5:]), 1),
-        "first_train_loss": result.losses[0] if result.losses else float("nan"),
+        **loss_summary(result.losses),
         "train_seconds": result.seconds,
         "train_tokens": result.tokens,
         "train_tokens_per_s": result.tokens_per_second,
     })
+    if result.skipped_steps:
+        metrics["train_skipped_steps"] = result.skipped_steps
     if world_size > 1:
         metrics.update({"world_size": world_size, "data_parallel": cfg.hardware.data_parallel})
     if result.replica_max_abs_diff is not None:
@@ -80,3 +88,12 @@ def finetune(ctx: JobContext) -> dict:
     if cfg.eval.after:
         metrics.update(evaluate(ctx, model, tokenizer, task, eval_examples, "after"))
     return metrics
+
+
+def loss_summary(losses: list[float]) -> dict[str, float | None]:
+    """First and final (mean of the last 5) train loss over the steps that had a finite one; null for a run
+    that took no step (train.max_steps=0) rather than a number it never measured."""
+    finite = [x for x in losses if math.isfinite(x)]
+    last = [x for x in losses[-5:] if math.isfinite(x)]
+    return {"first_train_loss": finite[0] if finite else None,
+            "final_train_loss": sum(last) / len(last) if last else None}

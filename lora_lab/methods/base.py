@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import torch
 from omegaconf import DictConfig
 
-from lora_lab.config.errors import ConfigError
 from lora_lab.methods.adapters import method_record, write_record
 
 
@@ -94,15 +93,3 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
-
-def require_positive(cfg: DictConfig, key: str) -> None:
-    value = cfg.method.get(key)
-    if value is None or value <= 0:
-        raise ConfigError(f"method.{key}", value, "must be > 0")
-
-
-def require_fraction(cfg: DictConfig, key: str, *, allow_zero: bool = False) -> None:
-    value = cfg.method.get(key)
-    low_ok = value >= 0 if allow_zero else value > 0
-    if value is None or not (low_ok and value <= 1):
-        raise ConfigError(f"method.{key}", value, f"must be in {'[' if allow_zero else '('}0, 1]")

@@ -25,10 +25,10 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from lora_lab.config.errors import ConfigError
-from lora_lab.config.schema import choice
+from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, write_record
-from lora_lab.methods.base import Method, require_positive
+from lora_lab.methods.base import Method
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -38,16 +38,16 @@ FORMAT = "full_weight_delta"
 @dataclass
 class GaloreSchema:
     name: str = "galore"
-    rank: int = 128
-    update_proj_gap: int = 200  # steps between SVD refreshes of the projection
-    scale: float = 0.25  # multiplies the projected-back update
+    rank: int = positive(128)
+    update_proj_gap: int = positive(200)  # steps between SVD refreshes of the projection
+    scale: float = ranged(0.25, gt=0)  # multiplies the projected-back update
     proj_type: str = choice("std", "std", "reverse_std", "right", "left", "full")
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     optimizer: str = choice("auto", "auto", "adamw", "adamw8bit")
     freeze_embeddings: bool = False  # keep input (and tied output) embeddings fixed
-    lr: float | None = None  # overrides train.lr for this method
+    lr: float | None = ranged(None, gt=0)  # overrides train.lr for this method
 
 
 def _adamw(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -114,8 +114,6 @@ class GaloreMethod(Method):
 
     @classmethod
     def check(cls, cfg) -> None:
-        for key in ("rank", "update_proj_gap", "scale"):
-            require_positive(cfg, key)
         if optimizer_name(cfg) == "adamw8bit" and not uses_cuda(cfg):
             raise ConfigError("method.optimizer", "adamw8bit", "GaLoreAdamW8bit needs a CUDA device",
                               choices=["auto", "adamw"])

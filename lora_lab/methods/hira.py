@@ -13,21 +13,20 @@ import torch
 from omegaconf import OmegaConf
 from peft import HiraConfig, get_peft_model
 
-from lora_lab.config.errors import ConfigError
-from lora_lab.config.schema import choice
+from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
-from lora_lab.methods.base import Method, require_positive
+from lora_lab.methods.base import Method
 from lora_lab.methods.lora import head_to_save, peft_task_type
 
 
 @dataclass
 class HiraSchema:
     name: str = "hira"
-    r: int = 32
-    dropout: float = 0.0
+    r: int = positive(32)
+    dropout: float = ranged(0.0, ge=0, lt=1)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"])
     init_weights: str = choice("default", "default", "gaussian")  # A: kaiming-uniform or gaussian; B: zeros
-    lr: float | None = None  # overrides train.lr for this method
+    lr: float | None = ranged(None, gt=0)  # overrides train.lr for this method
 
 
 def hira_config(mcfg, task_type: str | None = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> HiraConfig:
@@ -46,12 +45,6 @@ def hira_config(mcfg, task_type: str | None = "CAUSAL_LM", modules_to_save: list
 class HiraMethod(Method):
     name = "hira"
     schema = HiraSchema
-
-    @classmethod
-    def check(cls, cfg) -> None:
-        require_positive(cfg, "r")
-        if not 0 <= cfg.method.dropout < 1:
-            raise ConfigError("method.dropout", cfg.method.dropout, "must be in [0, 1)")
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
         return get_peft_model(model, hira_config(self.mcfg, peft_task_type(self.cfg), head_to_save(self.cfg, model)))

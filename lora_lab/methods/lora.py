@@ -11,10 +11,10 @@ from omegaconf import OmegaConf
 from peft import LoraConfig, get_peft_model
 
 from lora_lab.config.errors import ConfigError
-from lora_lab.config.schema import choice
+from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import write_record
-from lora_lab.methods.base import Method, require_fraction, require_positive
+from lora_lab.methods.base import Method
 
 # Inits that rewrite the base weights (W0 -> W0 - B0·A0): the saved adapter is converted by peft into a plain
 # rank-2r LoRA against the original base, so it still loads on an untouched model.
@@ -24,15 +24,15 @@ BASE_CHANGING_INITS = ("pissa", "olora")
 @dataclass
 class LoraSchema:
     name: str = "lora"
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
+    r: int = positive(8)
+    alpha: float = ranged(16.0, gt=0)
+    dropout: float = ranged(0.05, ge=0, lt=1)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     bias: str = choice("none", "none", "all", "lora_only")
     use_rslora: bool = False
     use_dora: bool = False
     init_lora_weights: str = choice("default", "default", "gaussian", "pissa", "olora", "orthogonal")
-    lr: float | None = None  # overrides train.lr for this method
+    lr: float | None = ranged(None, gt=0)  # overrides train.lr for this method
 
 
 def lora_config(mcfg, task_type: str | None = "CAUSAL_LM", modules_to_save: list[str] | None = None) -> LoraConfig:
@@ -54,10 +54,7 @@ def lora_config(mcfg, task_type: str | None = "CAUSAL_LM", modules_to_save: list
 
 
 def check_lora_keys(cfg) -> None:
-    require_positive(cfg, "r")
-    require_positive(cfg, "alpha")
-    if not 0 <= cfg.method.dropout < 1:
-        raise ConfigError("method.dropout", cfg.method.dropout, "must be in [0, 1)")
+    """Cross-field rules; each key's own range is its schema field's domain."""
     if cfg.method.init_lora_weights == "orthogonal" and cfg.method.r % 2:
         raise ConfigError("method.r", cfg.method.r, "init_lora_weights=orthogonal needs an even rank")
 
@@ -102,4 +99,4 @@ class LoraMethod(Method):
         write_record(out_dir, self.record())
 
 
-__all__ = ["LoraMethod", "LoraSchema", "lora_config", "check_lora_keys", "require_fraction"]
+__all__ = ["LoraMethod", "LoraSchema", "lora_config", "check_lora_keys"]

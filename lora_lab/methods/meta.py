@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from lora_lab.config.schema import choice
+from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
 from lora_lab.methods.base import Method
 
@@ -15,9 +15,9 @@ class MetaSchema:
     representation: str = choice("tokens", "tokens", "embedding")
     bank_dir: str | None = None
     target: str | None = None  # bank member (or task) to generate for; null = the configured task
-    temperature: float = 1.0
-    top_k: int = 8
-    svd_rank: int | None = None
+    temperature: float = ranged(1.0, gt=0)
+    top_k: int = positive(8)
+    svd_rank: int | None = positive(None)
     exclude: str = choice("self", "self", "source")  # leave-one-out or leave-source-out
     mlp: dict = field(default_factory=dict)
 

@@ -21,10 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lora_lab.config.errors import ConfigError
-from lora_lab.config.schema import choice
+from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, read_record, write_record
-from lora_lab.methods.base import require_fraction
 from lora_lab.methods.lora import LoraMethod, LoraSchema
 from lora_lab.methods.rosa_layers import attach, sparse_deltas, target_layers
 from lora_lab.methods.sparse_linear import SPARSE_BACKENDS
@@ -38,11 +37,11 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 @dataclass
 class RosaSchema(LoraSchema):
     name: str = "rosa"
-    r: int = 16
+    r: int = positive(16)
     alpha: float = 16.0
     target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
-    density: float = 0.006  # fraction of each target weight in S's support
-    mask_warmup_steps: int = 64  # LoRA-only steps that accumulate gradient squares before S's support is fixed
+    density: float = ranged(0.006, gt=0, le=1)  # fraction of each target weight in S's support
+    mask_warmup_steps: int = positive(64)  # LoRA-only steps that accumulate gradient squares before S's support is fixed
     sparse_backend: str = choice("csr", "csr", "dense")
 
 
@@ -66,10 +65,6 @@ class RosaMethod(LoraMethod):
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)  # LoRA's own rules first
-        require_fraction(cfg, "density")
-        if cfg.method.mask_warmup_steps < 1:
-            raise ConfigError("method.mask_warmup_steps", cfg.method.mask_warmup_steps,
-                              "must be >= 1 (the support is chosen from warm-up gradients)")
         if cfg.method.init_lora_weights not in ("default", "gaussian"):
             raise ConfigError("method.init_lora_weights", cfg.method.init_lora_weights,
                               "RoSA needs an init that leaves the base weights untouched",

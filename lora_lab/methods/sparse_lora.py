@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from lora_lab.config.errors import ConfigError
-from lora_lab.config.schema import choice
+from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
 from lora_lab.methods.lora import LoraMethod, LoraSchema
 from lora_lab.methods.pruning import SCHEDULES, PruneWindow, magnitude_mask
@@ -25,12 +25,12 @@ FACTOR_KEYS = ("lora_A", "lora_B")
 @dataclass
 class SparseLoraSchema(LoraSchema):
     name: str = "sparse_lora"
-    target_sparsity: float = 0.5  # fraction of zeros in every A and B at the end of the schedule
+    target_sparsity: float = ranged(0.5, ge=0, lt=1)  # fraction of zeros in every A and B at the end of the schedule
     schedule: str = choice("cubic", "cubic", "oneshot")
-    start_step: int | None = None  # null: 10% of train.max_steps
-    end_step: int | None = None  # null: 60% of train.max_steps (cubic only)
-    prune_every: int = 1  # steps between pruning events (cubic)
-    l1_lambda: float = 0.0  # weight of sum |A| + |B| added to the loss
+    start_step: int | None = ranged(None, ge=0)  # null: 10% of train.max_steps
+    end_step: int | None = ranged(None, ge=0)  # null: 60% of train.max_steps (cubic only)
+    prune_every: int = positive(1)  # steps between pruning events (cubic)
+    l1_lambda: float = ranged(0.0, ge=0)  # weight of sum |A| + |B| added to the loss
 
 
 def prune_window(cfg) -> PruneWindow:
@@ -54,12 +54,6 @@ class SparseLoraMethod(LoraMethod):
     def check(cls, cfg) -> None:
         super().check(cfg)  # LoRA's own rules first
         m = cfg.method
-        if not 0 <= m.target_sparsity < 1:
-            raise ConfigError("method.target_sparsity", m.target_sparsity, "must be in [0, 1)")
-        if m.prune_every < 1:
-            raise ConfigError("method.prune_every", m.prune_every, "must be >= 1")
-        if m.l1_lambda < 0:
-            raise ConfigError("method.l1_lambda", m.l1_lambda, "must be >= 0")
         SCHEDULES.get(m.schedule)
         w, last = prune_window(cfg), int(cfg.train.max_steps) - 1
         if not 0 <= w.start <= last:

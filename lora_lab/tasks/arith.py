@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from lora_lab.config.schema import positive
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.answers import answers_match
 from lora_lab.tasks.base import Example, Task, TaskSchema
@@ -29,10 +30,10 @@ TEMPLATES = {
 @dataclass
 class ArithSchema(TaskSchema):
     name: str = "arith"
-    num_train: int = 2000
-    num_test: int = 200
-    max_operand: int = 30
-    max_new_tokens: int = 8
+    num_train: int = positive(2000)
+    num_test: int = positive(200)
+    max_operand: int = positive(30)
+    max_new_tokens: int = positive(8)
     instruction: str = "Solve the problem. Reply with only the final number."
 
 

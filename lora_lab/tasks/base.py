@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError
+from lora_lab.config.schema import positive
 
 
 @dataclass
@@ -42,9 +43,9 @@ class TaskSchema:
     hub_config: str | None = None
     train_split: str = "train"
     eval_split: str = "test"
-    train_limit: int | None = None
-    eval_limit: int | None = None
-    max_new_tokens: int = 32
+    train_limit: int | None = positive(None)
+    eval_limit: int | None = positive(None)
+    max_new_tokens: int = positive(32)
     system_prompt: str | None = None
     seed: int = 0  # fixes the deterministic subsets chosen by the limits
     source: str | None = None  # the source dataset; meta-generation's leave-source-out excludes its siblings
@@ -70,10 +71,6 @@ class Task:
         if cfg.model.kind == "masked_lm" and cls.eval_mode != "perplexity":  # pseudo-perplexity only
             raise ConfigError("model.kind", cfg.model.kind, f"task {cls.name!r} is scored by {cls.eval_mode}",
                               choices=["causal_lm", *(["sequence_classification"] if cls.classification else [])])
-        for key in ("train_limit", "eval_limit"):
-            value = cfg.task.get(key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"task.{key}", value, "must be > 0 or null")
 
     # ----- data -----
     def load_split(self, split: str) -> list[Example]:

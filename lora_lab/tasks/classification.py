@@ -17,18 +17,19 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.schema import positive, ranged
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.sources import load_hub_split
 
 
 @dataclass
 class ClassificationSchema(TaskSchema):
-    num_labels: int = 2  # also sizes an encoder's head (model.num_labels follows it)
+    num_labels: int = ranged(2, ge=2)  # also sizes an encoder's head (model.num_labels follows it)
     label_words: list[str] = field(default_factory=list)  # index = class id: what a causal LM answers
     instruction: str = ""
     max_new_tokens: int = 4  # only used if the task is run with free generation
     choice_eos: bool = True  # score label + EOS, as trained: a label that prefixes another gains nothing
-    max_input_chars: int | None = None  # cut very long inputs (characters) before prompting
+    max_input_chars: int | None = positive(None)  # cut very long inputs (characters) before prompting
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lab.config.errors import DataError
+from lora_lab.config.schema import positive
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.rouge import rouge_f
@@ -25,7 +26,7 @@ class NewsSummarySchema(TaskSchema):
     name: str = "news_summary"
     hub_id: str | None = "EdinburghNLP/xsum"
     max_new_tokens: int = 48
-    max_input_chars: int | None = 4000  # XSum articles run long; Inshorts ones are ~400 characters
+    max_input_chars: int | None = positive(4000)  # XSum articles run long; Inshorts ones are ~400 characters
     instruction: str = "Write a one-sentence headline that summarises this news article. Reply with the headline only."
 
 

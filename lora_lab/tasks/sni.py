@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.schema import ranged
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.rouge import exact_match, rouge_f
@@ -38,7 +39,7 @@ class SniSchema(TaskSchema):
     name: str = "sni"
     sni_task: str = "task1087_two_number_sum"
     hub_id: str | None = None  # the yaml sets Lots-of-LoRAs/${task.sni_task}
-    test_fraction: float = 0.2  # local data: share of a task's instances held out for evaluation
+    test_fraction: float = ranged(0.2, gt=0, lt=1)  # local data: share of a task's instances held out for evaluation
     split_seed: int = 0
     use_definition: bool = True
     max_new_tokens: int = 64
@@ -141,8 +142,6 @@ class SniTask(Task):
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
-        if not 0 < cfg.task.test_fraction < 1:
-            raise ConfigError("task.test_fraction", cfg.task.test_fraction, "must be in (0, 1)")
         if not cfg.task.sni_task:
             raise ConfigError("task.sni_task", cfg.task.sni_task, "name an SNI task, e.g. task1087_two_number_sum")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.schema import positive, ranged
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.sources import load_hub_split, read_jsonl, text_lines
@@ -94,12 +95,12 @@ class Wikitext2Schema(TaskSchema):
     name: str = "wikitext2"
     hub_id: str | None = "Salesforce/wikitext"
     hub_config: str | None = "wikitext-2-raw-v1"
-    context: int = 1024  # tokens the model sees per window
+    context: int = ranged(1024, ge=2)  # tokens the model sees per window
     stride: int = 512  # tokens scored per window (each predicted from >= context - stride tokens)
-    windows_per_batch: int = 4
-    eval_block_chars: int = 1000  # size of one evaluation example (eval_limit counts these)
-    max_eval_tokens: int | None = None  # cap the evaluated stream (quick runs); null = every selected article
-    train_chunk_chars: int = 2000
+    windows_per_batch: int = positive(4)
+    eval_block_chars: int = positive(1000)  # size of one evaluation example (eval_limit counts these)
+    max_eval_tokens: int | None = ranged(None, ge=2)  # cap the evaluated stream (quick runs); null = every selected article
+    train_chunk_chars: int = positive(2000)
     max_new_tokens: int = 1
     encoder_kind: str = "masked_lm"  # the head an encoder model takes on this task (encoder model configs read it)
 
@@ -115,15 +116,8 @@ class Wikitext2Task(Task):
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
         tcfg = cfg.task
-        if tcfg.context < 2:
-            raise ConfigError("task.context", tcfg.context, "must be >= 2 tokens")
         if not 0 < tcfg.stride < tcfg.context:
             raise ConfigError("task.stride", tcfg.stride, f"must be in [1, task.context - 1 = {tcfg.context - 1}]")
-        if tcfg.max_eval_tokens is not None and tcfg.max_eval_tokens < 2:
-            raise ConfigError("task.max_eval_tokens", tcfg.max_eval_tokens, "must be >= 2 or null")
-        for key in ("train_chunk_chars", "eval_block_chars", "windows_per_batch"):
-            if tcfg[key] < 1:
-                raise ConfigError(f"task.{key}", tcfg[key], "must be >= 1")
 
     def _lines(self, split: str) -> list[str]:
         if not self.cfg.data_dir:

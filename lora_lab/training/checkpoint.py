@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from lora_lab.config.errors import DataError, Interrupted, RunStopped
 from lora_lab.training.loop import TrainState
 from lora_lab.utils.io import atomic_write_json, read_json
 
@@ -40,7 +41,17 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
+    _recover(run_dir)
     return (checkpoint_dir(run_dir) / STATE_FILE).is_file()
+
+
+def _recover(run_dir: Path) -> None:
+    """A kill between the two renames of `save_checkpoint` leaves only the previous checkpoint, under its
+    temporary name: put it back."""
+    target = checkpoint_dir(run_dir)
+    old = target.with_name(f".{CHECKPOINT_DIR}-old")
+    if not target.exists() and (old / STATE_FILE).is_file():
+        old.rename(target)
 
 
 def is_requeued_job() -> bool:
@@ -116,7 +127,13 @@ def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer,
 def load_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer, scheduler) -> TrainState:
     """Restore weights, optimizer, scheduler, method state and RNG in place; returns the saved TrainState."""
     path = checkpoint_dir(run_dir) / STATE_FILE
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload["trainable"], payload["train_state"]  # noqa: B018 — a dict from elsewhere is not a checkpoint
+    except Exception as err:  # noqa: BLE001 — truncated zip, bad pickle, EOF: all mean "not a usable checkpoint"
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"{path}: not a readable checkpoint ({reason}); remove {path.parent} to start from "
+                        f"step 0") from None
     params = dict(model.named_parameters())
     missing = [name for name in payload["trainable"] if name not in params]
     if missing:
@@ -145,6 +162,8 @@ class Checkpointing:
         self.ctx, self.model, self.method, self.rank = ctx, model, method, rank
         self.every = int(ctx.cfg.train.get("checkpoint_every") or 0)
         self.resumed_from = 0
+        self.state = TrainState()
+        self.extras: dict = {}  # the optimizer and scheduler of the last step, for a checkpoint at an interrupt
 
     def restore(self) -> dict[str, Any]:
         """Keyword arguments for `train`: a restored state/optimizer/scheduler, or nothing for a fresh start."""
@@ -155,16 +174,17 @@ class Checkpointing:
         if not should_resume(self.ctx.cfg, run_dir):
             if self.ctx.cfg.get("resume", False):
                 log.warning("resume=true but %s has no checkpoint; starting from step 0", checkpoint_dir(run_dir))
-            return {}
+            return {"state": self.state}
         optimizer = self.method.build_optimizer(self.model)
         scheduler = build_scheduler(optimizer, self.ctx.cfg.train)
         state = load_checkpoint(run_dir, model=self.model, method=self.method, optimizer=optimizer,
                                 scheduler=scheduler)
-        self.resumed_from = state.step
+        self.resumed_from, self.state = state.step, state
         return {"state": state, "optimizer": optimizer, "scheduler": scheduler}
 
     def on_step(self, state: TrainState, extras: dict) -> None:
         cfg = self.ctx.cfg
+        self.extras = extras
         scheduler = extras.get("scheduler")
         if state.step % max(int(cfg.train.log_every), 1) == 0 or state.step == cfg.train.max_steps:
             record = {"train_loss": state.losses[-1]}
@@ -174,6 +194,20 @@ class Checkpointing:
         if self.rank == 0 and self.every > 0 and state.step % self.every == 0 and state.step < cfg.train.max_steps:
             save_checkpoint(self.ctx.run_dir, model=self.model, method=self.method,
                             optimizer=extras["optimizer"], scheduler=scheduler, state=state)
+
+    def stopped(self, stop: RunStopped) -> None:
+        """The run stops early: keep its loss history; at an interrupt with checkpointing on, checkpoint the
+        last whole step (unless that step's checkpoint is already on disk) so `resume=true` continues it."""
+        self.summary(self.state.losses)
+        if not isinstance(stop, Interrupted) or self.rank != 0 or self.every <= 0:
+            return
+        saved = (checkpoint_meta(self.ctx.run_dir) or {}).get("step")
+        if self.extras and self.state.step > 0 and saved != self.state.step:
+            save_checkpoint(self.ctx.run_dir, model=self.model, method=self.method, optimizer=self.extras["optimizer"],
+                            scheduler=self.extras.get("scheduler"), state=self.state)
+        if has_checkpoint(self.ctx.run_dir):
+            stop.fields["checkpoint"] = str(checkpoint_dir(self.ctx.run_dir))
+            stop.fields["checkpoint_step"] = (checkpoint_meta(self.ctx.run_dir) or {}).get("step")
 
     def summary(self, losses: list[float]) -> dict[str, Any]:
         """Metrics about resuming; the full loss history goes to `train_losses.json` beside metrics.json."""

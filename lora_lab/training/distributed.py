@@ -33,6 +33,8 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 LAUNCH_DIR = ".launch"
+# Set for the ranks of a relaunch: the parent process holds the run dir's lock (lora_lab/jobs/run_dir.py).
+CLAIMED_ENV = "LORA_LAB_CLAIMED_RUN_DIR"
 
 
 @dataclass
@@ -134,6 +136,7 @@ def main_run_dir(run_dir: Path) -> Path:
 
 def relaunch(raw_cfg: DictConfig, run_dir: Path, nproc: int) -> dict[str, Any]:
     """Run this job as `nproc` processes under torchrun and return rank 0's metrics."""
+    from lora_lab.config.errors import Diverged, Interrupted
     from lora_lab.utils.io import read_json
 
     run_dir = Path(run_dir)
@@ -144,12 +147,25 @@ def relaunch(raw_cfg: DictConfig, run_dir: Path, nproc: int) -> dict[str, Any]:
     env = dict(os.environ)
     if backend_for(raw_cfg.hardware) == "gloo" and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))  # share the cores, do not oversubscribe
+    env[CLAIMED_ENV] = str(run_dir.resolve())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "lora_lab.training.distributed", str(cfg_path), str(run_dir)]
-    completed = subprocess.run(cmd, env=env, check=False)
+    process = subprocess.Popen(cmd, env=env)
+    try:
+        returncode = process.wait()
+    except Interrupted as stop:  # pass it on; the ranks stop together at a step boundary and rank 0 records it
+        process.send_signal(stop.signum)
+        process.wait()
+        recorded = read_json(run_dir / "metrics.json") or {}
+        if recorded.get("status") == "interrupted":
+            raise Interrupted(stop.signum, recorded.get("error"), step=recorded.get("step"),
+                              **{k: recorded[k] for k in ("checkpoint", "checkpoint_step") if k in recorded}) from None
+        raise
     metrics = read_json(run_dir / "metrics.json") or {}
-    if completed.returncode != 0 or metrics.get("status") != "ok":
-        raise RuntimeError(f"distributed run failed (exit {completed.returncode}); see {run_dir}/metrics.json "
+    if metrics.get("error_type") == "Diverged":  # rank 0 recorded it; the parent reports the same outcome
+        raise Diverged(metrics.get("error") or "diverged", step=metrics.get("step"))
+    if returncode != 0 or metrics.get("status") != "ok":
+        raise RuntimeError(f"distributed run failed (exit {returncode}); see {run_dir}/metrics.json "
                            f"and {run_dir}/error.txt")
     for k in range(1, nproc):
         shutil.rmtree(launch_dir / f"rank{k}", ignore_errors=True)  # ranks > 0 only ran the collectives

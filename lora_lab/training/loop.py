@@ -3,6 +3,10 @@
 Per optimizer step: draw `grad_accum` length-grouped micro-batches, weight each micro-batch's mean loss by
 its share of the step's answer tokens (so accumulation equals one big batch), add the method's extra loss,
 backward, let the method act (pruning, mask selection), clip, step, schedule.
+
+A non-finite loss or gradient norm never reaches the weights: `train.on_nonfinite=stop` raises `Diverged`
+(the run fails, no adapter is saved), `skip_step` drops that step's update. SIGINT/SIGTERM stop the loop at
+the end of the current step (`lora_lab.utils.interrupts`), every data-parallel rank at the same step.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from lora_lab.config.errors import Diverged, Interrupted
 from lora_lab.methods.base import Method
 from lora_lab.training import distributed
 from lora_lab.training.batching import batch_order, collate, count_targets
 from lora_lab.training.loss import model_loss
 from lora_lab.training.tokenize import Features
+from lora_lab.utils import interrupts
 
 
 @dataclass
@@ -31,6 +37,7 @@ class TrainState:
     losses: list[float] = field(default_factory=list)
     tokens: int = 0  # all non-pad tokens seen (prompt + answer)
     seconds: float = 0.0
+    skipped_steps: int = 0  # train.on_nonfinite=skip_step: steps whose update was dropped
 
 
 @dataclass
@@ -39,6 +46,7 @@ class TrainResult:
     losses: list[float]
     tokens: int
     seconds: float
+    skipped_steps: int = 0
     replica_max_abs_diff: float | None = None  # data-parallel runs: trainable weights' spread across ranks
 
     @property
@@ -61,6 +69,36 @@ def build_scheduler(optimizer: torch.optim.Optimizer, tcfg: DictConfig):
         tcfg.scheduler, optimizer, num_warmup_steps=math.ceil(tcfg.warmup_ratio * tcfg.max_steps),
         num_training_steps=tcfg.max_steps,
     )
+
+
+def gradient_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """The total gradient norm before clipping (clipped to `max_norm` when it is > 0)."""
+    if max_norm and max_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP: a DTensor
+    return float(norm)
+
+
+def nonfinite(loss: float, grad_norm: float) -> str | None:
+    """Why this step must not update the weights, or None."""
+    if not math.isfinite(loss):
+        return f"non-finite train loss ({loss})"
+    if not math.isfinite(grad_norm):
+        return f"non-finite gradient norm ({grad_norm})"
+    return None
+
+
+def check_finite_weights(params: list[torch.nn.Parameter], step: int, parallel_device: torch.device | None = None) -> None:
+    """The last guard before an adapter is saved: trained weights with NaN/inf are never presented as a result.
+    Data-parallel ranks (FSDP: each holds a shard) decide together."""
+    local = [p.detach().to_local() if hasattr(p, "to_local") else p.detach() for p in params]
+    bad = float(any(not bool(torch.isfinite(t).all()) for t in local))
+    if parallel_device is not None:
+        bad = distributed.global_sum([bad], parallel_device)[0]
+    if bad:
+        raise Diverged(f"non-finite trained weights after step {step}; no adapter saved", step=step)
 
 
 def train(
@@ -103,49 +141,63 @@ def train(
     model.train()
     progress = tqdm(total=tcfg.max_steps, initial=state.step, desc="train", disable=True if rank != 0 else None,
                     dynamic_ncols=True)
-    while state.step < tcfg.max_steps:
-        started = time.perf_counter()
-        window = [next(batches) for _ in range(tcfg.grad_accum * world_size)][rank::world_size]
-        micro = [collate([features[i] for i in idx], pad_id, left=answer_only) for idx in window]
-        answer_tokens = [count_targets(b["labels"]) for b in micro]
-        # Normalise by the GLOBAL answer-token count; x world_size undoes DDP's averaging over ranks.
-        total_answer = max(distributed.global_sum([sum(answer_tokens)], device)[0] if parallel else sum(answer_tokens), 1)
-        step_loss, step_tokens = 0.0, 0
-        for i, (batch, n_answer) in enumerate(zip(micro, answer_tokens, strict=True)):
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            last = i == len(micro) - 1
-            sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
-            if sharded:
-                model.set_requires_gradient_sync(last)
-            with sync:
-                with autocast_context(device, cfg.hardware.precision):
-                    share = model_loss(forward, batch, answer_only_logits=answer_only) * (n_answer / total_answer)
-                loss = share * world_size
-                extra = method.extra_loss(model)
-                if extra is not None:
-                    loss = loss + extra / len(micro)
-                loss.backward()
-            step_loss += float(share.detach()) + (float(extra.detach()) / len(micro) / world_size if extra is not None else 0.0)
-            step_tokens += int(batch["attention_mask"].sum())
-        if parallel:
-            step_loss, step_tokens = distributed.global_sum([step_loss, step_tokens], device)
-        state.tokens += int(step_tokens)
-        method.after_backward(model, state.step)
-        if tcfg.max_grad_norm and tcfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(method.trainable_parameters(model), tcfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        method.after_optimizer_step(model, state.step)
-        state.step += 1
-        state.losses.append(step_loss)
-        state.seconds += time.perf_counter() - started
-        progress.update(1)
-        progress.set_postfix(loss=f"{step_loss:.4f}")
-        if on_step is not None:
-            on_step(state, {"optimizer": optimizer, "scheduler": scheduler})
+    with interrupts.deferred():
+        while state.step < tcfg.max_steps:
+            started = time.perf_counter()
+            window = [next(batches) for _ in range(tcfg.grad_accum * world_size)][rank::world_size]
+            micro = [collate([features[i] for i in idx], pad_id, left=answer_only) for idx in window]
+            answer_tokens = [count_targets(b["labels"]) for b in micro]
+            # Normalise by the GLOBAL answer-token count; x world_size undoes DDP's averaging over ranks.
+            total_answer = max(distributed.global_sum([sum(answer_tokens)], device)[0] if parallel else sum(answer_tokens), 1)
+            step_loss, step_tokens = 0.0, 0
+            for i, (batch, n_answer) in enumerate(zip(micro, answer_tokens, strict=True)):
+                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                last = i == len(micro) - 1
+                sync = ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
+                if sharded:
+                    model.set_requires_gradient_sync(last)
+                with sync:
+                    with autocast_context(device, cfg.hardware.precision):
+                        share = model_loss(forward, batch, answer_only_logits=answer_only) * (n_answer / total_answer)
+                    loss = share * world_size
+                    extra = method.extra_loss(model)
+                    if extra is not None:
+                        loss = loss + extra / len(micro)
+                    loss.backward()
+                step_loss += float(share.detach()) + (float(extra.detach()) / len(micro) / world_size if extra is not None else 0.0)
+                step_tokens += int(batch["attention_mask"].sum())
+            if parallel:  # a signal is acted on together, so every rank leaves at the same step
+                votes = [float(interrupts.pending() == sig) for sig in interrupts.SIGNALS]
+                step_loss, step_tokens, *votes = distributed.global_sum([step_loss, step_tokens, *votes], device)
+                stop_signal = next((sig for sig, vote in zip(interrupts.SIGNALS, votes, strict=True) if vote), None)
+            state.tokens += int(step_tokens)
+            method.after_backward(model, state.step)
+            grad_norm = gradient_norm(method.trainable_parameters(model), tcfg.max_grad_norm)  # clips when > 0
+            problem = nonfinite(step_loss, grad_norm)
+            if problem and tcfg.get("on_nonfinite", "stop") == "stop":
+                raise Diverged(f"{problem} in training step {state.step + 1} (train.on_nonfinite=stop); "
+                               f"no adapter saved", step=state.step)
+            if problem:  # skip_step: drop this update, keep the schedule in step with the step count
+                state.skipped_steps += 1
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if not problem:
+                method.after_optimizer_step(model, state.step)
+            state.step += 1
+            state.losses.append(step_loss)
+            state.seconds += time.perf_counter() - started
+            progress.update(1)
+            progress.set_postfix(loss=f"{step_loss:.4f}")
+            if on_step is not None:
+                on_step(state, {"optimizer": optimizer, "scheduler": scheduler})
+            stop_signal = stop_signal if parallel else interrupts.pending()
+            if stop_signal:
+                raise Interrupted(stop_signal, step=state.step)
     progress.close()
     model.eval()
+    check_finite_weights(method.trainable_parameters(model), state.step, device if parallel else None)
     spread = distributed.replica_max_abs_diff(method.trainable_parameters(model)) if ddp is not None else None
     return TrainResult(steps=state.step, losses=state.losses, tokens=state.tokens, seconds=state.seconds,
-                       replica_max_abs_diff=spread)
+                       skipped_steps=state.skipped_steps, replica_max_abs_diff=spread)

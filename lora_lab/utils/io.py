@@ -156,20 +156,30 @@ class _suppress:
 
 
 def _plain(value: Any) -> Any:
-    """JSON has no NaN/inf: store them as null so every reader can parse the file."""
+    """JSON has no NaN/inf: store them as null (at any depth: loss histories are lists) so every reader can
+    parse the file; numpy/torch scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if hasattr(value, "item") and callable(value.item):
+    if not isinstance(value, str | bytes) and hasattr(value, "item") and callable(value.item):
         return _plain(value.item())
     return value
 
 
+def to_json(data: Any, **kwargs: Any) -> str:
+    """Strict JSON (`allow_nan=False`): a non-finite number that slipped past `_plain` is a bug, not a file."""
+    return json.dumps(_plain(data), allow_nan=False, **kwargs)
+
+
 def to_json_line(record: dict[str, Any]) -> str:
-    return json.dumps({k: _plain(v) for k, v in record.items()}, ensure_ascii=False) + "\n"
+    return to_json(record, ensure_ascii=False) + "\n"
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps({k: _plain(v) for k, v in data.items()}, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, to_json(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from lab_helpers import compose_cfg, tiny_cfg
 from sweep_helpers import TINY_JOB, run_cli
 
@@ -82,3 +83,36 @@ def test_a_finished_job_is_skipped_not_redone(tmp_path: Path) -> None:
     assert result["skipped"] is True and result["score"] == 0.5
     assert json.loads((tmp_path / "metrics.json").read_text()) == done  # untouched
     assert not (tmp_path / "adapter").exists()
+
+
+# Injected into the run: the signal arrives during training step 3 (deterministic, unlike a timer).
+SIGNAL_DURING_STEP_3 = """
+import os, signal
+from lora_lab.training import loop
+_nonfinite = loop.nonfinite
+def _signal_then_check(loss, norm, _n=[0]):
+    _n[0] += 1
+    if _n[0] == 3:
+        os.kill(os.getpid(), signal.{name})
+    return _nonfinite(loss, norm)
+loop.nonfinite = _signal_then_check
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_is_a_status_with_a_checkpoint_and_resume_continues_it(tmp_path: Path, sig) -> None:
+    run_dir = tmp_path / "run"
+    args = [*TINY_JOB, "eval.after=false", "train.max_steps=6", "train.checkpoint_every=2", f"hydra.run.dir={run_dir}"]
+    result = run_cli(args, tmp_path, prelude=SIGNAL_DURING_STEP_3.format(name=sig.name))
+    assert result.returncode == 128 + sig, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert f"lora-lab: interrupted: interrupted by {sig.name} after step 3" in result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["step"] == 3 and metrics["signal"] == sig.name
+    assert ckpt.checkpoint_meta(run_dir)["step"] == 3  # saved at the interrupt, not only at step 2
+    assert not (run_dir / "adapter").exists()
+
+    from lora_lab.jobs import run_job
+
+    resumed = run_job(compose_cfg([*args[:-1], "resume=true"]), run_dir)  # what `lora-lab ... resume=true` runs
+    assert resumed["status"] == "ok" and resumed["resumed_from_step"] == 3 and resumed["train_steps"] == 6
