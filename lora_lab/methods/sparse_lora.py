@@ -1,9 +1,15 @@
-"""`method=sparse_lora`: LoRA whose A and B factors are magnitude-pruned while training, with an optional L1 term.
+"""`method=sparse_lora`: LoRA whose A and B factors are pruned while training, with an optional L1 term.
 
-Each factor tensor is pruned layer-wise to the schedule's sparsity (`pruning.py`: one-shot, or Zhu & Gupta's
-cubic ramp from `start_step` to `end_step`). Masks only shrink and are re-applied after every optimizer step, so
-pruned entries stay exactly zero through Adam's momentum and into the saved adapter: a standard peft LoRA
-adapter with zeros, loadable with plain `peft.PeftModel.from_pretrained`.
+The factors are pruned to the schedule's sparsity (`pruning.py`: one-shot, or Zhu & Gupta's cubic ramp from
+`start_step` to `end_step`) by a rule: per-tensor magnitude, global top-k, whole rank components or whole
+input/output units. Masks only shrink and are re-applied after every optimizer step, so pruned entries stay
+exactly zero through Adam's momentum and into the saved adapter: a standard peft LoRA adapter with zeros,
+loadable with plain `peft.PeftModel.from_pretrained`.
+
+L1 is a proximal step, not a loss term: after each optimizer step every factor entry is soft-thresholded by
+lr·λ (the proximal operator of λ·Σ|θ| at the step's learning rate), which sets small entries to exactly zero —
+a penalty in the loss only pushes them towards zero. The train loss is therefore the task loss alone, and the
+penalty λ·Σ|θ| is reported on its own (`l1_penalty`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
 from lora_lab.methods.lora import LoraMethod, LoraSchema
-from lora_lab.methods.pruning import SCHEDULES, PruneWindow, magnitude_mask
+from lora_lab.methods.pruning import RULES, SCHEDULES, PruneWindow
 
 FACTOR_KEYS = ("lora_A", "lora_B")
 
@@ -30,7 +36,8 @@ class SparseLoraSchema(LoraSchema):
     start_step: int | None = ranged(None, ge=0)  # null: 10% of train.max_steps
     end_step: int | None = ranged(None, ge=0)  # null: 60% of train.max_steps (cubic only)
     prune_every: int = positive(1)  # steps between pruning events (cubic)
-    l1_lambda: float = ranged(0.0, ge=0)  # weight of sum |A| + |B| added to the loss
+    pruning: str = choice("magnitude", *RULES.names())  # which entries go (pruning.py)
+    l1_lambda: float = ranged(0.0, ge=0)  # λ of λ·Σ|θ|, applied as a proximal step (soft threshold lr·λ)
 
 
 def prune_window(cfg) -> PruneWindow:
@@ -65,23 +72,33 @@ class SparseLoraMethod(LoraMethod):
     def __init__(self, cfg):
         super().__init__(cfg)
         self.window = prune_window(cfg)
+        self.rule = RULES.get(self.mcfg.pruning)
         self.masks: dict[str, torch.Tensor] = {}
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._step_lr = 0.0
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
         self._model = super().apply(model)
         return self._model
 
-    def extra_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
-        if not self.mcfg.l1_lambda:
-            return None
-        return self.mcfg.l1_lambda * sum(p.abs().sum() for _, p in lora_factors(model))
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        self._optimizer = super().build_optimizer(model)  # kept to read each step's scheduled learning rate
+        return self._optimizer
+
+    def after_backward(self, model: torch.nn.Module, step: int) -> None:
+        if self._optimizer is not None:  # the rate this step's update uses (the scheduler moves after it)
+            self._step_lr = float(self._optimizer.param_groups[0]["lr"])
 
     @torch.no_grad()
     def after_optimizer_step(self, model: torch.nn.Module, step: int) -> None:
-        sparsity = SCHEDULES.get(self.mcfg.schedule)(step, self.window)
         factors = lora_factors(model)
+        threshold = self._step_lr * float(self.mcfg.l1_lambda)
+        if threshold > 0:  # proximal step of λ·Σ|θ|: sign(w)·max(|w| − lr·λ, 0), exact zeros included
+            for _, param in factors:
+                param.copy_(torch.nn.functional.softshrink(param, threshold))
+        sparsity = SCHEDULES.get(self.mcfg.schedule)(step, self.window)
         if sparsity is not None:
-            self.masks = {n: magnitude_mask(p, sparsity, self.masks.get(n)) for n, p in factors}
+            self.masks = self.rule(factors, sparsity, self.masks)
         for name, param in factors:
             if name in self.masks:
                 param.mul_(self.masks[name].to(param.device))
@@ -90,7 +107,10 @@ class SparseLoraMethod(LoraMethod):
         factors = [p for _, p in lora_factors(model)]
         total = sum(p.numel() for p in factors)
         nonzero = sum(int(torch.count_nonzero(p)) for p in factors)
-        return {"lora_sparsity": 1.0 - nonzero / max(total, 1), "lora_nonzero_params": nonzero}
+        metrics = {"lora_sparsity": 1.0 - nonzero / max(total, 1), "lora_nonzero_params": nonzero}
+        if self.mcfg.l1_lambda:  # the objective's L1 term, kept out of the reported (task) train loss
+            metrics["l1_penalty"] = float(self.mcfg.l1_lambda) * float(sum(p.detach().abs().sum() for p in factors))
+        return metrics
 
     def record(self) -> dict[str, Any]:
         sparsity = self.extra_metrics(self._model)["lora_sparsity"] if hasattr(self, "_model") else None
