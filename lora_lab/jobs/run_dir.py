@@ -3,7 +3,7 @@
 * One writer: a lock file (`.lock`: pid, host, start time, SLURM job) is taken before anything is written and
   released at the end. A second process is refused with one line; a lock whose process is gone (same host, pid
   dead) or that an earlier attempt of the same SLURM job left behind is stale and taken over.
-* One config: the resolved job config is kept beside the result (`config.json`; Hydra rewrites `.hydra/` before
+* One config: the resolved job config is kept beside the result (`job_config.json`; Hydra rewrites `.hydra/` before
   any of our code runs, so it cannot be the record). A rerun with the same config skips a finished job and
   resumes/restarts an unfinished one; a rerun with another config is refused naming the keys that differ (the
   `.hydra/` of the result is put back), unless `overwrite=true`, which moves the old result aside into
@@ -32,7 +32,7 @@ from lora_lab.utils.io import atomic_write_json, read_json
 log = logging.getLogger("lora_lab")
 
 LOCK_FILE = ".lock"
-CONFIG_FILE = "config.json"
+CONFIG_FILE = "job_config.json"
 METRICS_FILE = "metrics.json"
 HYDRA_DIR = ".hydra"
 HYDRA_OF_RESULT = ".hydra-of-result"  # `.hydra/` as the job that wrote this dir's result saw it

@@ -131,7 +131,7 @@ def load_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer,
         payload = torch.load(path, map_location="cpu", weights_only=False)
         payload["trainable"], payload["train_state"]  # noqa: B018 — a dict from elsewhere is not a checkpoint
     except Exception as err:  # noqa: BLE001 — truncated zip, bad pickle, EOF: all mean "not a usable checkpoint"
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
         raise DataError(f"{path}: not a readable checkpoint ({reason}); remove {path.parent} to start from "
                         f"step 0") from None
     params = dict(model.named_parameters())
