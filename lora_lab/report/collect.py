@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,12 @@ class JobRecord:
         return self.metrics.get(key)
 
     def train_losses(self) -> list[float]:
-        """The per-step train loss history (`train_losses.json`), empty when the job wrote none."""
+        """The per-step train loss history (`train_losses.json`; a non-finite step is null there and NaN here),
+        empty when the job wrote none."""
         losses = (read_json(self.run_dir / "train_losses.json") or {}).get("losses")
-        return [float(x) for x in losses] if isinstance(losses, list) else []
+        if not isinstance(losses, list):
+            return []
+        return [float(x) if isinstance(x, int | float) and not isinstance(x, bool) else math.nan for x in losses]
 
 
 def with_derived(metrics: dict[str, Any]) -> dict[str, Any]:

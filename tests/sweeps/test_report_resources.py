@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ JOBS = {
         [5.4, 5.1, 4.9]),
     1: ("lora", "sst2", {"trainable_params": 7168, "total_params": 94528, "model_bytes": 406272,
                          "train_seconds": 2.0, "train_tokens_per_s": 12000.0, "peak_rss_mb": 560.0, "score": 0.75},
-        [0.7, 0.6, 0.5]),
+        [0.7, None, 0.5]),  # a skipped non-finite step is null
     2: ("qlora", "arith", {"trainable_params": 7168, "total_params": 94528, "model_bytes": 215040,
                            "train_seconds": 3.25, "train_tokens_per_s": 9000.0, "peak_rss_mb": 600.0, "score": 0.25},
         [5.7, 5.5, 5.2]),
@@ -97,8 +98,9 @@ def test_loss_curves_are_labelled_by_the_swept_keys(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(report_cli, "loss_curves", lambda curves, path, title: drawn.update(curves)
                         or Path(path).write_bytes(b"png"))
     assert main([str(sweep)]) == 0
-    assert drawn == {"method=lora, task=arith": [5.4, 5.1, 4.9], "method=lora, task=sst2": [0.7, 0.6, 0.5],
-                     "method=qlora, task=arith": [5.7, 5.5, 5.2]}  # model=tiny is not swept; the failed job has none
+    assert list(drawn) == ["method=lora, task=arith", "method=lora, task=sst2", "method=qlora, task=arith"]
+    assert drawn["method=qlora, task=arith"] == [5.7, 5.5, 5.2]  # model=tiny is not swept; the failed job has none
+    assert drawn["method=lora, task=sst2"][0] == 0.7 and math.isnan(drawn["method=lora, task=sst2"][1])
 
 
 def test_no_loss_history_writes_no_loss_figure(tmp_path: Path) -> None:
