@@ -2,6 +2,7 @@
 
 - `OutputCheck`: before Hydra creates the run or sweep dir, check that the output folder can be written, so a
   read-only or full disk is one line naming the path instead of a traceback from Hydra's own mkdir.
+- `TaskKeyCheck`: before a multirun starts, refuse a `task.<key>` that no task has (one line, exit 2).
 - `SweepOutcome`: after every job of a multirun has ended (basic, local or SLURM launcher: the callback runs in
   the submitting process), count the jobs' statuses from their metrics.json, print one line, and exit 1 when
   any job did not finish ok, so a script or CI step never takes a half-failed sweep for a good one.
@@ -74,6 +75,21 @@ def sweep_outcome(sweep_dir: Path) -> tuple[Counter, list[str]]:
                                            if r.metrics.get("error") else "")
              for r in records if r.status != "ok"]
     return counts, notes
+
+
+class TaskKeyCheck(Callback):
+    """A multirun over tasks may set keys that only some tasks have (validation sets them aside for the
+    others); a key that no task has is a typo: one line and exit 2 before any job starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lora_lab.config.errors import ConfigError
+        from lora_lab.config.validate import check_task_keys_exist
+
+        try:
+            check_task_keys_exist(config)
+        except ConfigError as err:
+            print(f"{PROGRAM}: config error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 class SweepOutcome(Callback):

@@ -184,8 +184,15 @@ def register_schemas() -> None:
     """Put the fixed-key schemas in Hydra's ConfigStore under `schema/`, so the root config can lay them under
     the YAML options: every key then exists (overridable without `+`) and Hydra type-checks at composition."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     store = ConfigStore.instance()
     for package, node in (("model", ModelConfig), ("metric", MetricConfig), ("hardware", HardwareConfig),
                           ("logger", LoggerConfig), ("train", TrainConfig), ("eval", EvalConfig)):
         store.store(group="schema", name=package, node=node, package=package)
+    # Task keys differ from task to task, and a multirun composes its overrides against the default task first:
+    # the task node is an open mapping, so `task.<key>=v` composes for any task (no `++`), and validation checks
+    # the keys against the task schemas (validate.py: another task's key is set aside, a key of none is refused).
+    open_task = OmegaConf.create({})
+    OmegaConf.set_struct(open_task, False)
+    store.store(group="schema", name="task", node=open_task, package="task")

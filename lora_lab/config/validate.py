@@ -101,6 +101,39 @@ def check_sharding(cfg: DictConfig, methods) -> None:
                           "checkpoints and resume are not supported with hardware.data_parallel=fsdp; set 0")
 
 
+def task_keys(name: str | None = None) -> set[str]:
+    """The keys of one task's schema, or of any task's (the union) when `name` is None."""
+    from lora_lab.tasks import TASKS
+
+    names = [name] if name is not None else TASKS.names()
+    return {f.name for n in names for f in dataclasses.fields(TASKS.get(n).schema)}
+
+
+def other_task_keys(cfg: DictConfig) -> list[str]:
+    """`task.<key>` entries the selected task's schema lacks but another task's has: in a sweep over tasks an
+    override is meant for the tasks that have the key (`-m task=arith,sst2 task.max_input_chars=500`), so for
+    this task it is set aside, not an error. A key that no task has stays an error (`check_section`)."""
+    from lora_lab.tasks import TASKS
+
+    task = cfg.get("task")
+    if not isinstance(task, DictConfig) or task.get("name") not in TASKS:
+        return []
+    own, anywhere = task_keys(task.name), task_keys()
+    return [f"task.{key}" for key in task.keys() if key not in own and key in anywhere]
+
+
+def check_task_keys_exist(cfg: DictConfig) -> None:
+    """A multirun's `task.<key>` that no task has: refused once, before any job starts (each job would refuse
+    it anyway, in one line of its own)."""
+    task = cfg.get("task")
+    if not isinstance(task, DictConfig):
+        return
+    anywhere = task_keys()
+    for key, value in OmegaConf.to_container(task, resolve=False).items():
+        if key not in anywhere:
+            raise ConfigError(f"task.{key}", value, "unknown key of every task", choices=sorted(anywhere))
+
+
 def validate_config(cfg: DictConfig) -> DictConfig:
     """Return a resolved, schema-checked copy of `cfg`; raise `ConfigError` on the first problem."""
     from lora_lab.methods import METHODS
@@ -134,6 +167,9 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         if node is None or "name" not in node:
             raise ConfigError(f"{key}.name", None, f"no {key} selected", choices=registries[key].names())
         entry = registries[key].get(node.name)
+        if key == "task":  # another task's keys are set aside (other_task_keys); run_job notes them
+            aside = {name.removeprefix("task.") for name in other_task_keys(resolved)}
+            node = OmegaConf.create({k: v for k, v in node.items() if k not in aside})
         validated[key] = check_section(key, node, entry.schema)
     translate_method_targets(validated)  # Llama-style target names → this model family's (config/targets.py)
 

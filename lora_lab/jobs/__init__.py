@@ -56,7 +56,7 @@ def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
 
 
 def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from lora_lab.config.validate import validate_config
+    from lora_lab.config.validate import other_task_keys, validate_config
     from lora_lab.jobs.context import JobContext, select_device
     from lora_lab.loggers import build_logger
     from lora_lab.methods import METHODS
@@ -86,6 +86,10 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg = validate_config(raw_cfg)
         identity = {"method": cfg.method.name, "task": cfg.task.name, "model": cfg.model.name,
                     "kind": METHODS.get(cfg.method.name).kind}
+        aside = other_task_keys(raw_cfg)  # set by a sweep over tasks for the tasks that have them
+        if aside:
+            log.warning("task=%s has no %s: ignored for this job", cfg.task.name, ", ".join(aside))
+            identity["ignored_task_keys"] = ",".join(aside)
         device = select_device(cfg.hardware)
         logger = build_logger(cfg, run_dir)
         ctx = JobContext(cfg=cfg, run_dir=run_dir, device=device, logger=logger)
