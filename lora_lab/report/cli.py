@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     out, name, note = args.out or args.sweep_dir, args.sweep_dir.name, ""
     if args.resources:  # rows: method, task and the swept keys (one per job) unless typed; no columns
         present, absent = resource_metrics(records)
-        args.metric = ",".join(present) or "score"
+        args.metric = ",".join(present)
         args.rows = ",".join(resource_keys(records)) if args.rows is None else args.rows
         args.cols = "" if args.cols is None else args.cols
         note = f"\nnot recorded by any ok job, left out: {', '.join(absent)}\n" if absent else ""

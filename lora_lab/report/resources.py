@@ -27,14 +27,18 @@ IDENTITY_KEYS = ("method", "task")
 
 
 def resource_keys(records: Sequence[JobRecord]) -> list[str]:
-    """Row labels: method and task always, then every other key the sweep varies, so each row is one job."""
-    return list(dict.fromkeys([*IDENTITY_KEYS, *swept_keys(list(records))]))
+    """Row labels: method and task (where jobs record them), then every other key the sweep varies, so each
+    row is one job."""
+    known = {k for r in records for k in (*r.overrides, *r.metrics)}
+    return list(dict.fromkeys([*(k for k in IDENTITY_KEYS if k in known), *swept_keys(list(records))]))
 
 
 def resource_metrics(records: Sequence[JobRecord]) -> tuple[list[str], list[str]]:
-    """(columns some ok job recorded as a number, columns none did)."""
+    """(columns some ok job recorded as a number, columns none did); `score` alone when no job is ok, so the
+    table still shows each job's status."""
     ok = [r for r in records if r.status == "ok"]
     present = [m for m in RESOURCE_METRICS if any(finite_number(r.metrics.get(m)) is not None for r in ok)]
+    present = present or ["score"]
     return present, [m for m in RESOURCE_METRICS if m not in present]
 
 

@@ -140,3 +140,13 @@ def test_a_real_sweep_records_the_4bit_footprint_and_reports_it(tiny_sweep: Path
     assert f"| qlora | arith | {qlora['trainable_params']:,} |" in table
     losses = json.loads((tiny_sweep / "0" / "train_losses.json").read_text())["losses"]
     assert len(losses) == 3 and (tiny_sweep / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resources_of_a_sweep_whose_jobs_never_started(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": ["method=lora,qlora"]}}}), sweep / "multirun.yaml")
+    assert main([str(sweep), "--resources"]) == 0  # no `task` anywhere: not a row key
+    lines = (sweep / "resources.md").read_text().splitlines()
+    assert lines[2:6] == ["| method | score |", "|---|---:|", "| lora | missing |", "| qlora | missing |"]
+    assert lines[-1].startswith("not recorded by any ok job, left out: trainable_params,") and "score" not in lines[-1]
