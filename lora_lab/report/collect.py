@@ -98,6 +98,20 @@ def expected_jobs(sweep_dir: Path) -> list[dict[str, str]]:
     return [dict(combo) for combo in itertools.product(*axes.values())]
 
 
+def job_dirs(sweep_dir: Path, expected: list[dict[str, str]]) -> dict[int, Path]:
+    """Job number -> job dir. Numeric subdirs are Hydra's default; a preset may name them by a swept key
+    (`hydra.sweep.subdir: ${task.sni_task}`), and then a dir takes the number of the expected job whose overrides
+    it carries (one not in this launch's grid is numbered after it)."""
+    found = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    named = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.isdigit() and (p / ".hydra").is_dir())
+    for job_dir in named:
+        overrides = _read_overrides(job_dir) or {}
+        num = next((i for i, combo in enumerate(expected)
+                    if i not in found and all(overrides.get(k) == v for k, v in combo.items())), None)
+        found[max([*found, len(expected) - 1]) + 1 if num is None else num] = job_dir
+    return found
+
+
 def collect(sweep_dir: Path) -> list[JobRecord]:
     """One record per job: numeric subdirs of the sweep dir, plus jobs that `multirun.yaml` expects but that
     never created their dir (status `missing`)."""
@@ -105,7 +119,7 @@ def collect(sweep_dir: Path) -> list[JobRecord]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no such multirun dir: {sweep_dir}")
     expected = expected_jobs(sweep_dir)
-    found = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
+    found = job_dirs(sweep_dir, expected)
     records = []
     for num in sorted(set(found) | set(range(len(expected)))):
         job_dir = found.get(num, sweep_dir / str(num))

@@ -135,3 +135,19 @@ def test_results_are_written_atomically_readable_and_a_full_disk_is_one_line(tmp
                                        "(No space left on device)\n")
     assert _outputs(sweep) == good
     assert not [p for p in sweep.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_job_dirs_named_by_a_swept_key_are_matched_to_their_jobs(tmp_path: Path) -> None:
+    """A preset with `hydra.sweep.subdir: ${task.sni_task}` (the meta bank build): dirs are named by task, and a
+    dir left by another launch into the same sweep dir is not one of this launch's jobs."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": ["task.sni_task=taskA,taskB,taskC"]}}}),
+                   sweep / "multirun.yaml")
+    for name, status in (("taskB", "ok"), ("taskA", "failed"), ("taskZ", "ok")):
+        (sweep / name / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create([f"task.sni_task={name}"]), sweep / name / ".hydra" / "overrides.yaml")
+        (sweep / name / "metrics.json").write_text(json.dumps({"status": status}))
+    records = collect(sweep)
+    assert [(r.num, r.run_dir.name, r.status) for r in records] == [
+        (0, "taskA", "failed"), (1, "taskB", "ok"), (2, "2", "missing"), (3, "taskZ", "ok")]
