@@ -25,8 +25,19 @@ def test_every_option_composes_and_validates_with_the_other_defaults(group: str,
     # an encoder (sequence-classification head) only pairs with classification tasks
     encoder = group == "model" and OmegaConf.load(CONF_DIR / group / f"{option}.yaml").get("kind") != "causal_lm"
     extra = ["task=sst2"] if encoder else []
+    extra += ["method.bank_dir=some/bank"] if (group, option) == ("method", "meta") else []
     cfg = validate_config(compose_cfg([f"{group}={option}", *extra]))
     assert cfg[group].name == option or group == "model" or cfg[group].name
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method=meta"], r"method.bank_dir=None: meta-generation needs a bank .* experiment=meta_minibank"),
+    (["method=meta", "method.bank_dir=b", "method.representation=embedding"],
+     r"metric='js': not defined for method.representation=embedding .*\(choices: l2, cosine\)"),
+])
+def test_meta_without_a_bank_or_with_a_metric_its_representation_lacks_is_one_line(overrides, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_cfg(overrides))
 
 
 def test_every_experiment_preset_composes() -> None:

@@ -95,7 +95,7 @@ class ModelConfig:
 class MetricConfig:
     """Dataset distance used by meta-generation."""
 
-    name: str = choice("js", "wd", "kl", "js", "mmd")
+    name: str = choice("js", "wd", "kl", "js", "mmd", "cosine", "l2")  # cosine/l2: for method.representation=embedding
     kl_epsilon: float = ranged(1e-10, gt=0)
 
 

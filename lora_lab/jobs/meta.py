@@ -115,8 +115,6 @@ def sentence_encoder():
 @JOBS.register("meta")
 def meta_generate(ctx: JobContext) -> dict:
     cfg, mcfg = ctx.cfg, ctx.cfg.method
-    if not mcfg.bank_dir:
-        raise ConfigError("method.bank_dir", None, "meta-generation needs a bank (a folder with bank.json)")
     timings: dict[str, float] = {}
     with timed(timings, "load_bank"):
         bank = load_bank(mcfg.bank_dir)

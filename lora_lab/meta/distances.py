@@ -235,12 +235,13 @@ def check_metric_for_representation(metric: str, representation: str) -> None:
     """Fail early on combinations like KL over mean embeddings (not distributions)."""
     if representation not in METRICS_BY_REPRESENTATION:
         raise ConfigError(
-            "meta.representation", representation, "unknown", choices=sorted(METRICS_BY_REPRESENTATION)
+            "method.representation", representation, "unknown", choices=sorted(METRICS_BY_REPRESENTATION)
         )
     allowed = METRICS_BY_REPRESENTATION[representation]
     if metric not in allowed:
         raise ConfigError(
-            "meta.metric.name", metric, f"not defined for representation {representation!r}", choices=allowed
+            "metric", metric, f"not defined for method.representation={representation} (mean sentence embeddings "
+            "are vectors, not token distributions)", choices=list(allowed)
         )
 
 

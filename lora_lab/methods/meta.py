@@ -2,6 +2,9 @@
 
 from dataclasses import dataclass, field
 
+from omegaconf import DictConfig
+
+from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods import METHODS
 from lora_lab.methods.base import Method
@@ -27,3 +30,13 @@ class MetaMethod(Method):
     name = "meta"
     kind = "meta"
     schema = MetaSchema
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        from lora_lab.meta.distances import check_metric_for_representation
+
+        if cfg.method.bank_dir is None:
+            raise ConfigError("method.bank_dir", None, "meta-generation needs a bank (a folder with bank.json): build "
+                              "a mini one in minutes with `lora-lab -m experiment=meta_minibank`, then see "
+                              "docs/meta_generation.md")
+        check_metric_for_representation(cfg.metric.name, cfg.method.representation)

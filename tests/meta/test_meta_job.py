@@ -75,11 +75,24 @@ def test_meta_job_leaves_the_target_out_and_writes_a_loadable_adapter(bank: Path
     assert np.isfinite(out.numpy()).all()
 
 
+def test_embedding_representation_generates_end_to_end(bank: Path, tmp_path: Path) -> None:
+    """Mean MiniLM sentence embeddings with a vector distance (metric=cosine) instead of token histograms."""
+    lora_lab(["model=tiny", "method=meta", f"method.bank_dir={bank}", "method.target=arith_0",
+              "method.representation=embedding", "metric=cosine", "task.eval_limit=4", "eval.before=false",
+              "print_summary=false"], tmp_path)
+    metrics = json.loads((next((tmp_path / "runs").iterdir()) / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics.get("error")
+    chosen = [metrics[f"top{i}_member"] for i in (1, 2, 3) if metrics[f"top{i}_coefficient"] > 0]
+    assert chosen and "arith_0" not in chosen
+    assert 0 <= metrics["top1_distance"] <= 2  # a cosine distance
+
+
 def test_meta_without_bank_fails_clearly(tmp_path: Path) -> None:
     env = {**os.environ, "LORA_LAB_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "lora_lab", "model=tiny", "method=meta"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "method.bank_dir" in result.stderr
+    assert "experiment=meta_minibank" in result.stderr  # says how to get a bank
 
 
 def test_study_scores_every_setting_and_baseline_per_target_and_protocol(bank: Path, tmp_path: Path) -> None:
