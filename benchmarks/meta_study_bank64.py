@@ -209,9 +209,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fewshot", type=int, default=5, help="labelled target examples for the search (0: off)")
     parser.add_argument("--deadline-s", type=float, default=None, help="start no new target after this long")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--plot", type=Path, default=None, help="recovery-vs-bank-size figure (PNG)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw --plot from an existing --out")
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]
+    if args.plot_only:
+        plot_scale(read_json(args.out), args.plot)
+        return
 
     from lora_lab.jobs.context import select_device
     from lora_lab.jobs.meta import Representer, task_from_reference
@@ -288,7 +293,40 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {"device": str(device), "platform": platform.platform(), "cpus": os.cpu_count()},
     }
     atomic_write_json(args.out, result)
+    if args.plot:
+        plot_scale(result, args.plot)
     print(json.dumps({name: result["settings"][name] for name in ("base", "oracle")}, indent=1))
+
+
+def plot_scale(result: dict[str, Any], path: Path) -> None:
+    """Mean Rouge-L recovery vs bank size, one line per setting family, one panel per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [str(s) for s in result["sizes"]]
+    shown = ["uniform", "normalized/js", "normalized/wd", "mlp/wd", "mlp/mmd", "base/kl", "nearest/js"]
+    fig, axes = plt.subplots(1, len(PROTOCOLS), figsize=(11, 4), sharey=True)
+    for ax, protocol in zip(axes, PROTOCOLS, strict=True):
+        for name in shown:
+            values = [result["scale"][s][name][protocol]["recovery"] for s in sizes]
+            ax.plot([int(s) for s in sizes], values, marker="o", label=name)
+        fewshot = result["settings"].get(FEWSHOT, {}).get(protocol)
+        if fewshot:
+            ax.errorbar([int(sizes[-1])], [fewshot["recovery"]], fmt="k*", markersize=12,
+                        yerr=[[fewshot["recovery"] - fewshot["recovery_ci95"][0]],
+                              [fewshot["recovery_ci95"][1] - fewshot["recovery"]]], label="few-shot search (5 ex.)")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(f"{protocol.upper()}: {'target left out' if protocol == 'loo' else 'target family left out'}")
+        ax.set_xlabel("bank size (nested random subsets)")
+        ax.set_xticks([int(s) for s in sizes])
+    axes[0].set_ylabel("recovery (meta - base) / (oracle - base)")
+    axes[-1].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"SmolLM2-135M, {len(result['targets'])} held-out SNI targets x "
+                 f"{max(result['eval_examples'].values())} test examples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def preset_targets() -> list[str]:
