@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lora_lab.config import schema as S
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.targets import translate_method_targets
+from lora_lab.utils import cpu
 
 FIXED_SECTIONS: dict[str, type] = {
     "model": S.ModelConfig,
@@ -75,13 +76,26 @@ def check_machine(cfg: DictConfig, *, cuda_devices: int, cpu_cores: int, launche
     if hw.distributed_backend == "nccl" and cuda_devices == 0 and (hw.num_processes > 1 or launched):
         raise ConfigError("hardware.distributed_backend", "nccl", "needs CUDA; this machine has none",
                           choices=["auto", "gloo"])
+    on_cuda = hw.device == "cuda" or (hw.device == "auto" and cuda_devices > 0)
+    if not on_cuda:
+        check_cpu_precision(hw.precision)
     if launched or hw.num_processes <= 1:
         return
-    on_cuda = hw.device == "cuda" or (hw.device == "auto" and cuda_devices > 0)
     limit, what = (cuda_devices, "CUDA devices") if on_cuda else (cpu_cores, "CPU cores")
     if hw.num_processes > limit:
         raise ConfigError("hardware.num_processes", hw.num_processes,
                           f"must be <= {limit}, the {what} of this machine")
+
+
+def check_cpu_precision(precision: str) -> None:
+    """On CPU, bf16 autocast runs where the CPU has bf16 units; elsewhere it would be emulated (slower than
+    float32), and float16 autocast has no fast CPU path — refused, not silently run in float32."""
+    if precision == "float32" or (precision == "bfloat16" and cpu.bf16_supported()):
+        return
+    able = ["float32", "bfloat16"] if cpu.bf16_supported() else ["float32"]
+    why = ("this CPU has no bf16 units (cpu flags avx512_bf16 / amx_bf16)" if precision == "bfloat16"
+           else "not supported on CPU")
+    raise ConfigError("hardware.precision", precision, why, choices=able)
 
 
 def check_sharding(cfg: DictConfig, methods) -> None:

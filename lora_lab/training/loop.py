@@ -58,8 +58,13 @@ StepCallback = Callable[[TrainState, dict], None]
 
 
 def autocast_context(device: torch.device, precision: str):
+    """Mixed precision for the forward pass: matmuls in `precision`, the weights (the adapter's master copy
+    included) stay in their own dtype — float32 — so small updates are not rounded away. On CPU only bf16
+    (validation refuses it where the CPU has no bf16 units, and float16 there)."""
     if device.type == "cuda" and precision in {"bfloat16", "float16"}:
         return torch.autocast("cuda", dtype=getattr(torch, precision))
+    if device.type == "cpu" and precision == "bfloat16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
