@@ -17,6 +17,7 @@ from lora_lab.models.structure import check_targets, empty_model
 from lora_lab.training.checkpoint import Checkpointing
 from lora_lab.training.distributed import full_trainable_state, rank_and_world, shard_model
 from lora_lab.training.loop import train
+from lora_lab.training.progress import ProgressLog
 from lora_lab.training.tokenize import featurizer_for
 
 
@@ -51,11 +52,18 @@ def finetune(ctx: JobContext) -> dict:
         model = shard_model(model)
     # resume from <run_dir>/checkpoint, log train_loss/lr, checkpoint every train.checkpoint_every steps
     checkpoints = Checkpointing(ctx, model, method, rank=rank)
+    progress = ProgressLog(ctx.run_dir, cfg.train.log_every, cfg.train.max_steps) if rank == 0 else None
+
+    def on_step(state, extras):
+        checkpoints.on_step(state, extras)
+        if progress is not None:
+            progress.on_step(state, extras)
+
     try:
         result = train(
             model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device, rank=rank,
             world_size=world_size,
-            on_step=checkpoints.on_step, **checkpoints.restore(),
+            on_step=on_step, **checkpoints.restore(),
         )
     except RunStopped as stop:  # diverged or interrupted: keep the loss history, checkpoint an interrupt
         checkpoints.stopped(stop)
