@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import StoppingCriteriaList  # noqa: E402
 
-from lora_lab.cli import compose_config  # noqa: E402
+from lora_lab.config.compose import compose_config  # noqa: E402
 from lora_lab.config.validate import validate_config  # noqa: E402
 from lora_lab.evaluation.generation import StopOnStrings, cut_at_stop, eos_ids, generate_batched  # noqa: E402
 from lora_lab.models import load_model_and_tokenizer  # noqa: E402

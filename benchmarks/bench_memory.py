@@ -39,7 +39,7 @@ CASES = {"lora": "lora", "qlora": "qlora", "full_adamw": "galore", "galore": "ga
 
 
 def _cfg(args, method: str):
-    from lora_lab.cli import compose_config
+    from lora_lab.config.compose import compose_config
     from lora_lab.config.validate import validate_config
 
     overrides = [

@@ -74,7 +74,7 @@ VARIANTS = {
 
 
 def build_cfg(args, extra: list[str]):
-    from lora_lab.cli import compose_config
+    from lora_lab.config.compose import compose_config
     from lora_lab.config.validate import validate_config
 
     overrides = [

@@ -112,7 +112,7 @@ def heatmap(matrices: dict[str, np.ndarray], order: np.ndarray, categories: list
 
 def load_tokenizer(name: str):
     """The tokenizer of a model config in conf/model (offline sources included), without the weights."""
-    from lora_lab.cli import compose_config
+    from lora_lab.config.compose import compose_config
     from lora_lab.config.validate import validate_config
     from lora_lab.models import load_model_and_tokenizer
 

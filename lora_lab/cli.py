@@ -7,77 +7,24 @@ the recipes so that tests, the SLURM launcher and the CLI run exactly the same c
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lora_lab.config.errors import ConfigError, DataError, Interrupted, RunStopped
+from lora_lab.config.compose import CONF_DIR
+from lora_lab.config.errors import ConfigError, DataError, Interrupted, RunStopped, report_input_error
+from lora_lab.config.resolvers import register_resolvers
 
 # bitsandbytes warns at import about optional CPU kernels it can do without; keep run logs readable.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("lora_lab")
 
-
-def _run_token() -> str:
-    """Unique per invocation (two runs started in the same second get different dirs), and inherited through
-    the environment so SLURM/submitit workers resolve the same sweep dir as the submitting process."""
-    return os.environ.setdefault("LORA_LAB_RUN_TOKEN", secrets.token_hex(3))
-
-
-def _data_dir(subfolder: str) -> str | None:
-    """`${data_dir:sst2}` → `$LORA_LAB_DATA/sst2`, or null (the task's hub id) when LORA_LAB_DATA is unset."""
-    root = os.environ.get("LORA_LAB_DATA")
-    return str(Path(root).expanduser() / subfolder) if root else None
-
-
-def register_resolvers() -> None:
-    from lora_lab.config.schema import register_schemas
-
-    register_schemas()
-    if not OmegaConf.has_resolver("run_token"):
-        OmegaConf.register_new_resolver("run_token", _run_token)
-    if not OmegaConf.has_resolver("data_dir"):
-        OmegaConf.register_new_resolver("data_dir", _data_dir)
-
-
 register_resolvers()
-
-
-def report_input_error(program: str, err: ConfigError | DataError) -> None:
-    """Bad config or data is the user's to fix: one line on stderr, no traceback."""
-    kind = getattr(err, "kind", None) or ("config" if isinstance(err, ConfigError) else "data")
-    print(f"{program}: {kind} error: {err}", file=sys.stderr, flush=True)
-    log.debug("%s error: %s", kind, err)
-
-
-@contextmanager
-def exit_on_input_error(program: str) -> Iterator[None]:
-    """For the project's other command-line tools: a ConfigError/DataError becomes one line and exit code 2."""
-    try:
-        yield
-    except (ConfigError, DataError) as err:
-        report_input_error(program, err)
-        sys.exit(2)
-
-
-def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
-    """The root config with these overrides, composed as `lora-lab` composes it (schemas and resolvers in
-    place), for code that runs outside the Hydra app: benchmarks, the meta study, tests. Not validated."""
-    from hydra import compose, initialize_config_dir
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def describe_stop(stop: RunStopped, run_dir: Path) -> str:

@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from lab_helpers import compose_cfg, tiny_cfg
 from omegaconf import OmegaConf, open_dict
 
-from lora_lab.cli import CONF_DIR
+from lora_lab.config.compose import CONF_DIR
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
 

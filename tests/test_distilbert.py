@@ -87,7 +87,7 @@ def test_wikitext2_without_a_local_train_file_trains_on_validation(tmp_path):
 
 
 def test_seed003_preset_takes_the_seed_settings_for_each_swept_choice():
-    from lora_lab.cli import compose_config
+    from lora_lab.config.compose import compose_config
 
     def composed(method: str, task: str):
         return validate_config(compose_config(["experiment=seed003_grid", f"method={method}", f"task={task}"]))

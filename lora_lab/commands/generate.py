@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lora_lab.config.errors import ConfigError
+from lora_lab.config.errors import ConfigError, exit_on_input_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,8 +67,6 @@ def complete(model, tokenizer, prompt: str, *, use_chat_template: bool, system: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lora_lab.cli import exit_on_input_error
-
     args = parse_args(argv)
     with exit_on_input_error("lora-lab-generate"):
         model, tokenizer, chat = load(args.model, args.overrides)

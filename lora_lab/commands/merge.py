@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from lora_lab.commands.saved_run import load_with_adapter
-from lora_lab.config.errors import ConfigError
+from lora_lab.config.errors import ConfigError, exit_on_input_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,8 +37,6 @@ def merge_to_folder(adapter: Path, out: Path, overrides: list[str] | None = None
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lora_lab.cli import exit_on_input_error
-
     args = parse_args(argv)
     with exit_on_input_error("lora-lab-merge"):
         print(merge_to_folder(args.adapter, args.out, args.overrides))

@@ -14,14 +14,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lora_lab.config.compose import compose_config
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
 from lora_lab.methods.adapters import read_record
 
 
 def adapter_config(folder: Path, overrides: Sequence[str] = ()) -> DictConfig:
-    from lora_lab.cli import compose_config
-
     if not (folder / "adapter_config.json").is_file():
         raise ConfigError("adapter", str(folder), "no adapter_config.json in this folder")
     saved = folder.parent / ".hydra" / "config.yaml"

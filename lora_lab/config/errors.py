@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger("lora_lab")
 
 
 class ConfigError(ValueError):
@@ -63,3 +68,20 @@ class Interrupted(RunStopped):
         self.exit_code = 128 + self.signum
         name = signal.Signals(self.signum).name
         super().__init__(reason or f"interrupted by {name}", signal=name, **fields)
+
+
+def report_input_error(program: str, err: ConfigError | DataError) -> None:
+    """Bad config or data is the user's to fix: one line on stderr, no traceback."""
+    kind = getattr(err, "kind", None) or ("config" if isinstance(err, ConfigError) else "data")
+    print(f"{program}: {kind} error: {err}", file=sys.stderr, flush=True)
+    log.debug("%s error: %s", kind, err)
+
+
+@contextmanager
+def exit_on_input_error(program: str) -> Iterator[None]:
+    """For the project's command-line tools: a ConfigError/DataError becomes one line and exit code 2."""
+    try:
+        yield
+    except (ConfigError, DataError) as err:
+        report_input_error(program, err)
+        sys.exit(2)

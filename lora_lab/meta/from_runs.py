@@ -18,7 +18,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.errors import ConfigError, DataError, exit_on_input_error
+from lora_lab.config.resolvers import register_resolvers
 from lora_lab.meta.bank import BANK_INDEX, write_bank_index
 from lora_lab.utils.io import atomic_directory, read_json
 
@@ -31,8 +32,6 @@ def member_name(task: dict[str, Any], job: Path) -> str:
 def job_config(config_path: Path) -> dict[str, Any]:
     """A job's saved config with its model and task sections resolved (`${task.sni_task}`, `${data_dir:...}`),
     so a member's dataset reference stands on its own outside the job."""
-    from lora_lab.cli import register_resolvers
-
     register_resolvers()
     cfg = OmegaConf.load(config_path)
     return {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "task")}
@@ -110,8 +109,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("bank_dir", type=Path)
     parser.add_argument("--force", action="store_true", help="replace an existing bank in bank_dir")
     args = parser.parse_args(argv)
-    from lora_lab.cli import exit_on_input_error
-
     with exit_on_input_error("lora_lab.meta.from_runs"):
         print(build_bank_from_runs(args.multirun_dirs, args.bank_dir, force=args.force))
 

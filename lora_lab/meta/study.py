@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from lora_lab.config.compose import compose_config
+from lora_lab.config.errors import ConfigError, exit_on_input_error
+from lora_lab.config.validate import validate_config
 from lora_lab.meta.bank import check_bank_model, load_bank
 from lora_lab.meta.cache import ArrayCache, bank_fingerprint
 from lora_lab.meta.coefficients import PAPER_VERSIONS, compute_coefficients, exclusion_mask
@@ -40,9 +43,6 @@ PROTOCOLS = {"loo": False, "lso": True}  # protocol -> exclude the target's sour
 
 def compose_study_config(overrides: list[str]):
     """The root config with `method=meta` and the user's overrides, validated like a job's."""
-    from lora_lab.cli import compose_config
-    from lora_lab.config.validate import validate_config
-
     return validate_config(compose_config(["method=meta", *overrides]))
 
 
@@ -101,16 +101,12 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
 
     unknown_settings = sorted(set(only or ()) - set(setting_names(embedding)))
     if unknown_settings:
-        from lora_lab.config.errors import ConfigError
-
         raise ConfigError("--settings", unknown_settings, "unknown settings", choices=setting_names(embedding))
     cfg = compose_study_config([f"method.bank_dir={bank_dir}", *overrides])
     bank = load_bank(bank_dir)
     check_bank_model(bank, cfg.model)
     unknown = [t for t in targets if t not in bank.names]
     if unknown:
-        from lora_lab.config.errors import ConfigError
-
         raise ConfigError("--targets", unknown, "not bank members", choices=bank.names)
     timings: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
@@ -227,7 +223,6 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
     args, overrides = parser.parse_args(argv[:split]), argv[split + 1:]
-    from lora_lab.cli import exit_on_input_error
 
     with exit_on_input_error("lora_lab.meta.study"):
         targets = args.targets.split(",") if args.targets else load_bank(args.bank_dir).names

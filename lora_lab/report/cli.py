@@ -12,7 +12,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.config.errors import ConfigError, DataError, report_input_error
 from lora_lab.report.collect import JobRecord, collect, swept_keys
 from lora_lab.report.plot import bar_chart, loss_curves, metric_panels
 from lora_lab.report.resources import curve_label, resource_keys, resource_metrics
@@ -117,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         if loss_figure(records, out / "loss_curves.png", title=f"train loss: {name}"):
             written.append(out / "loss_curves.png")
     except (ConfigError, DataError) as err:
-        from lora_lab.cli import report_input_error
-
         report_input_error("lora-lab-report", err)
         return 2
     print(table)

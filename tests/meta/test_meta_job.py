@@ -62,7 +62,7 @@ def test_meta_job_leaves_the_target_out_and_writes_a_loadable_adapter(bank: Path
 
     from omegaconf import OmegaConf
 
-    from lora_lab.cli import CONF_DIR
+    from lora_lab.config.compose import CONF_DIR
     from lora_lab.models.tiny import build_char_tokenizer, build_tiny_model
 
     tok = build_char_tokenizer()

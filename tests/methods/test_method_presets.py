@@ -6,7 +6,8 @@ import pytest
 from method_helpers import tiny_cfg  # noqa: F401  (loads the root conftest: resolvers, env)
 from omegaconf import OmegaConf
 
-from lora_lab.cli import CONF_DIR, register_resolvers
+from lora_lab.config.compose import CONF_DIR
+from lora_lab.config.resolvers import register_resolvers
 from lora_lab.methods import METHODS
 
 PRESETS = {
