@@ -4,7 +4,7 @@ How a run becomes N processes (`hardware.num_processes > 1`):
 
 * launched by hand (`lora-lab hardware=cpu_ddp ...`): `run_job` calls `prepare`, which sees no distributed
   environment, dumps the resolved config to `<run_dir>/.launch/config.yaml` and relaunches
-  `python -m lora_lab.training.distributed <yaml> <run_dir>` under `torch.distributed.run` (torchrun). The
+  `python -m lora_lab.rank_entry <yaml> <run_dir>` under `torch.distributed.run` (torchrun). The
   parent waits and returns rank 0's `metrics.json`.
 * already inside a launch (`RANK`/`WORLD_SIZE` from torchrun or `accelerate launch`): initialise the process
   group (gloo on CPU, nccl on GPU) and run as that rank.
@@ -31,6 +31,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
+
+from lora_lab.config.errors import Diverged, Interrupted
+from lora_lab.utils.io import read_json
 
 LAUNCH_DIR = ".launch"
 # Set for the ranks of a relaunch: the parent process holds the run dir's lock (lora_lab/jobs/run_dir.py).
@@ -136,9 +139,6 @@ def main_run_dir(run_dir: Path) -> Path:
 
 def relaunch(raw_cfg: DictConfig, run_dir: Path, nproc: int) -> dict[str, Any]:
     """Run this job as `nproc` processes under torchrun and return rank 0's metrics."""
-    from lora_lab.config.errors import Diverged, Interrupted
-    from lora_lab.utils.io import read_json
-
     run_dir = Path(run_dir)
     launch_dir = run_dir / LAUNCH_DIR
     launch_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def relaunch(raw_cfg: DictConfig, run_dir: Path, nproc: int) -> dict[str, Any]:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))  # share the cores, do not oversubscribe
     env[CLAIMED_ENV] = str(run_dir.resolve())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "lora_lab.training.distributed", str(cfg_path), str(run_dir)]
+           "-m", "lora_lab.rank_entry", str(cfg_path), str(run_dir)]
     process = subprocess.Popen(cmd, env=env)
     try:
         returncode = process.wait()
@@ -239,25 +239,3 @@ def replica_max_abs_diff(params: list[torch.nn.Parameter]) -> float:
         worst = max(worst, float((high - low).abs().max()) if high.numel() else 0.0)
     return worst
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry of each relaunched rank: `python -m lora_lab.training.distributed <config.yaml> <run_dir>`."""
-    from lora_lab.cli import register_resolvers
-    from lora_lab.jobs import run_job
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m lora_lab.training.distributed <config.yaml> <run_dir>", file=sys.stderr)
-        return 2
-    register_resolvers()
-    cfg = OmegaConf.load(args[0])
-    try:
-        run_job(cfg, Path(args[1]))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
