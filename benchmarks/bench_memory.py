@@ -66,8 +66,8 @@ def run_case(args) -> dict:
     from lora_lab.methods.base import Method
     from lora_lab.models import load_model_and_tokenizer
     from lora_lab.tasks import TASKS
+    from lora_lab.training.featurizers import featurizer_for
     from lora_lab.training.loop import train
-    from lora_lab.training.tokenize import featurizer_for
     from lora_lab.utils.memory import PeakMemory
 
     case = args.case

@@ -343,7 +343,7 @@ def main(argv=None) -> int:
 
     from lora_lab.models import load_model_and_tokenizer
     from lora_lab.tasks import TASKS
-    from lora_lab.training.tokenize import featurizer_for
+    from lora_lab.training.featurizers import featurizer_for
 
     args.variants = args.variants or "lora_lab,baseline,no_grouping,no_answer_only"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

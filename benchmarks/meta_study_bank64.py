@@ -219,10 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     from lora_lab.jobs.context import select_device
-    from lora_lab.jobs.meta import Representer, task_from_reference
     from lora_lab.meta.mixture import BankMixture
+    from lora_lab.meta.representation import Representer, task_from_reference
     from lora_lab.models import load_model_and_tokenizer
-    from lora_lab.training.tokenize import featurizer_for
+    from lora_lab.training.featurizers import featurizer_for
 
     begun = time.perf_counter()
     cfg = compose_study_config([f"method.bank_dir={args.bank_dir}", *overrides])

@@ -18,6 +18,8 @@ from omegaconf import DictConfig
 from lora_lab.config.compose import CONF_DIR
 from lora_lab.config.errors import ConfigError, DataError, Interrupted, RunStopped, report_input_error
 from lora_lab.config.resolvers import register_resolvers
+from lora_lab.jobs import run_job
+from lora_lab.summary import summary_table
 
 # bitsandbytes warns at import about optional CPU kernels it can do without; keep run logs readable.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -41,9 +43,6 @@ def describe_stop(stop: RunStopped, run_dir: Path) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(cfg: DictConfig) -> float | None:
-    from lora_lab.jobs import run_job
-    from lora_lab.summary import summary_table
-
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

@@ -17,7 +17,8 @@ from lora_lab.models import load_model_and_tokenizer
 from lora_lab.models.structure import empty_model
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
-from lora_lab.training.tokenize import IGNORE_INDEX, featurizer_for
+from lora_lab.training.featurizers import featurizer_for
+from lora_lab.training.tokenize import IGNORE_INDEX
 
 # distilbert-base-uncased: vocabulary 30522, dim 768, 6 layers of 12 heads, FFN 3072, 512 positions
 BASE_SHAPE = ["+model.tiny.vocab_size=30522", "model.tiny.hidden_size=768", "model.tiny.intermediate_size=3072",

@@ -1,10 +1,9 @@
-"""Evaluators, one per task `eval_mode`: free generation, label log-likelihood choice, perplexity."""
+"""Evaluators, one per task `eval_mode`: free generation, label log-likelihood choice, perplexity.
 
-from lora_lab.registry import Registry
+The registry itself lives in `registry.py`, so the modules that register into it do not import this package."""
 
-EVALUATORS: Registry = Registry("evaluation mode", "task eval_mode")
-
-from lora_lab.evaluation import generate_mode  # noqa: E402,F401
+from lora_lab.evaluation import generate_mode  # noqa: F401
+from lora_lab.evaluation.registry import EVALUATORS
 
 for _optional in ("choice_mode", "perplexity_mode"):
     try:
@@ -12,3 +11,5 @@ for _optional in ("choice_mode", "perplexity_mode"):
     except ModuleNotFoundError as _err:
         if _err.name != f"lora_lab.evaluation.{_optional}":
             raise
+
+__all__ = ["EVALUATORS"]

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
-from lora_lab.evaluation import EVALUATORS
 from lora_lab.evaluation.classifier_head import head_logits
 from lora_lab.evaluation.loglik import continuation_logprobs
 from lora_lab.evaluation.records import EvalResult
+from lora_lab.evaluation.registry import EVALUATORS
 from lora_lab.registry import Registry
 from lora_lab.tasks.base import Example, Task
 from lora_lab.training.tokenize import prompt_ids, render_prompt

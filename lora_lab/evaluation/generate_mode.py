@@ -7,9 +7,9 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from lora_lab.evaluation import EVALUATORS
 from lora_lab.evaluation.generation import generate_batched
 from lora_lab.evaluation.records import EvalResult
+from lora_lab.evaluation.registry import EVALUATORS
 from lora_lab.tasks.base import Example, Task
 from lora_lab.training.tokenize import prompt_ids, render_prompt
 

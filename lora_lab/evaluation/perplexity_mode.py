@@ -15,9 +15,9 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from lora_lab.evaluation import EVALUATORS
 from lora_lab.evaluation.pseudo_perplexity import masked_token_nll
 from lora_lab.evaluation.records import EvalResult
+from lora_lab.evaluation.registry import EVALUATORS
 from lora_lab.evaluation.sliding_window import token_nll
 from lora_lab.tasks.base import Example, Task
 from lora_lab.training.tokenize import encoder_max_length

@@ -13,9 +13,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError, RunStopped
-from lora_lab.registry import Registry
+from lora_lab.jobs.registry import JOBS
 
-JOBS: Registry = Registry("job kind", "method kind")
 log = logging.getLogger("lora_lab")
 
 METRICS_FILE = "metrics.json"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lora_lab.jobs import JOBS
 from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.registry import JOBS
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate
 from lora_lab.models import load_model_and_tokenizer
 

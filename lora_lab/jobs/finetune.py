@@ -7,8 +7,8 @@ import math
 import torch
 
 from lora_lab.config.errors import RunStopped
-from lora_lab.jobs import JOBS
 from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.registry import JOBS
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_atomically
 from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import load_adapter
@@ -16,9 +16,9 @@ from lora_lab.models import load_model_and_tokenizer
 from lora_lab.models.structure import check_targets, empty_model
 from lora_lab.training.checkpoint import Checkpointing
 from lora_lab.training.distributed import full_trainable_state, rank_and_world, shard_model
+from lora_lab.training.featurizers import featurizer_for
 from lora_lab.training.loop import train
 from lora_lab.training.progress import ProgressLog
-from lora_lab.training.tokenize import featurizer_for
 
 
 @JOBS.register("finetune")

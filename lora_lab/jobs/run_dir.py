@@ -27,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lora_lab.config.errors import ConfigError
+from lora_lab.training.distributed import CLAIMED_ENV, launched_rank
 from lora_lab.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger("lora_lab")
@@ -210,8 +211,6 @@ def check_config(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 def claim(cfg: DictConfig, run_dir: Path) -> Iterator[dict[str, Any] | None]:
     """Hold `run_dir` for this job: yields the finished metrics to skip to, or None to run. The ranks of a
     relaunch run inside their parent's claim; ranks > 0 only ever write their own scratch dirs."""
-    from lora_lab.training.distributed import CLAIMED_ENV, launched_rank
-
     run_dir = Path(run_dir)
     launched = launched_rank()
     inside_parent = os.environ.get(CLAIMED_ENV) == str(run_dir.resolve())

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lora_lab.registry import Registry
-
-LOGGERS: Registry = Registry("logger", "logger.name")
+from lora_lab.loggers.registry import LOGGERS
 
 
 @LOGGERS.register("none")

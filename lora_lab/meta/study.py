@@ -35,6 +35,7 @@ from lora_lab.meta.combine import predict_adapter
 from lora_lab.meta.distances import pairwise_distance
 from lora_lab.meta.gram import bank_gram_matrix
 from lora_lab.meta.mlp import train_mlp_transform
+from lora_lab.meta.representation import Representer, task_from_reference
 from lora_lab.utils.io import atomic_write_json
 
 METRICS = ("wd", "kl", "js", "mmd")
@@ -96,7 +97,6 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
     from peft import PeftModel
 
     from lora_lab.evaluation import EVALUATORS
-    from lora_lab.jobs.meta import Representer, task_from_reference
     from lora_lab.models import load_model_and_tokenizer
 
     unknown_settings = sorted(set(only or ()) - set(setting_names(embedding)))

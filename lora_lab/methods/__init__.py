@@ -1,10 +1,9 @@
-"""Method registry: `method.name` → Method subclass. Importing a method module registers it."""
+"""Method registry: `method.name` → Method subclass. Importing a method module registers it.
 
-from lora_lab.registry import Registry
+The registry itself lives in `registry.py`, so the modules that register into it do not import this package."""
 
-METHODS: Registry = Registry("method", "method.name")
-
-from lora_lab.methods import lora, meta, none  # noqa: E402,F401  (registration side effects)
+from lora_lab.methods import lora, meta, none  # noqa: F401  (registration side effects)
+from lora_lab.methods.registry import METHODS
 
 for _optional in ("qlora", "galore", "sparse_lora", "rosa", "hira"):
     try:
@@ -12,3 +11,5 @@ for _optional in ("qlora", "galore", "sparse_lora", "rosa", "hira"):
     except ModuleNotFoundError as _err:  # a method module not written yet
         if _err.name != f"lora_lab.methods.{_optional}":
             raise
+
+__all__ = ["METHODS"]

@@ -26,9 +26,9 @@ from safetensors.torch import load_file, save_file
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
-from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, write_record
 from lora_lab.methods.base import Method
+from lora_lab.methods.registry import METHODS
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 from peft import HiraConfig, get_peft_model
 
 from lora_lab.config.schema import choice, positive, ranged
-from lora_lab.methods import METHODS
 from lora_lab.methods.base import Method
 from lora_lab.methods.lora import head_to_save, peft_task_type
+from lora_lab.methods.registry import METHODS
 
 
 @dataclass

@@ -12,9 +12,9 @@ from peft import LoraConfig, get_peft_model
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
-from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import write_record
 from lora_lab.methods.base import Method
+from lora_lab.methods.registry import METHODS
 
 # Inits that rewrite the base weights (W0 -> W0 - B0·A0): the saved adapter is converted by peft into a plain
 # rank-2r LoRA against the original base, so it still loads on an untouched model.

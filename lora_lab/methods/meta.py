@@ -6,8 +6,8 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
-from lora_lab.methods import METHODS
 from lora_lab.methods.base import Method
+from lora_lab.methods.registry import METHODS
 
 
 @dataclass

@@ -3,8 +3,8 @@
 from dataclasses import dataclass
 
 from lora_lab.config.schema import choice
-from lora_lab.methods import METHODS
 from lora_lab.methods.base import Method
+from lora_lab.methods.registry import METHODS
 
 
 @dataclass

@@ -27,9 +27,9 @@ from transformers import BitsAndBytesConfig
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice
-from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, method_record
 from lora_lab.methods.lora import LoraMethod, LoraSchema, head_to_save, lora_config, peft_task_type
+from lora_lab.methods.registry import METHODS
 from lora_lab.models import DTYPES
 
 # Inits that need full-precision base weights (PiSSA/orthogonal fail on 4-bit ones) or rewrite the quantised

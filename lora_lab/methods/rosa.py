@@ -22,9 +22,9 @@ from safetensors.torch import load_file, save_file
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
-from lora_lab.methods import METHODS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, read_record, write_record
 from lora_lab.methods.lora import LoraMethod, LoraSchema
+from lora_lab.methods.registry import METHODS
 from lora_lab.methods.rosa_layers import attach, sparse_deltas, target_layers
 from lora_lab.methods.sparse_linear import SPARSE_BACKENDS
 

@@ -21,9 +21,9 @@ import torch
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
-from lora_lab.methods import METHODS
 from lora_lab.methods.lora import LoraMethod, LoraSchema
 from lora_lab.methods.pruning import RULES, SCHEDULES, PruneWindow
+from lora_lab.methods.registry import METHODS
 
 FACTOR_KEYS = ("lora_A", "lora_B")
 

@@ -1,10 +1,9 @@
-"""Task registry: `task.name` → Task subclass. Importing a task module registers it."""
+"""Task registry: `task.name` → Task subclass. Importing a task module registers it.
 
-from lora_lab.registry import Registry
+The registry itself lives in `registry.py`, so the modules that register into it do not import this package."""
 
-TASKS: Registry = Registry("task", "task.name")
-
-from lora_lab.tasks import arith, gsm8k  # noqa: E402,F401  (registration side effects)
+from lora_lab.tasks import arith, gsm8k  # noqa: F401  (registration side effects)
+from lora_lab.tasks.registry import TASKS
 
 for _optional in ("news_summary", "sst2", "imdb", "wikitext2", "sni", "agnews"):
     try:
@@ -12,3 +11,5 @@ for _optional in ("news_summary", "sst2", "imdb", "wikitext2", "sni", "agnews"):
     except ModuleNotFoundError as _err:  # a task module not written yet
         if _err.name != f"lora_lab.tasks.{_optional}":
             raise
+
+__all__ = ["TASKS"]

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
 from lora_lab.tasks.classification import ClassificationSchema, ClassificationTask
+from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.sources import local_file, read_tsv
 
 LOCAL_FILES = {"train": "dev.tsv", "dev": "dev.tsv", "test": "test.tsv"}

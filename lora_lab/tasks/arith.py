@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass
 
 from lora_lab.config.schema import positive
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.answers import answers_match
 from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.registry import TASKS
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jonah", "Kira", "Leo"]
 ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "shells", "cards", "stamps", "cookies"]

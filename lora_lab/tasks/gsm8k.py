@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_lab.config.errors import DataError
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.answers import answers_match, final_answer
 from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.sources import load_hub_split, read_jsonl
 
 FILES = {"train": "train.jsonl", "test": "test.jsonl"}

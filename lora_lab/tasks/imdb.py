@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
 from lora_lab.tasks.classification import ClassificationTask, SentimentSchema
+from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.sources import read_jsonl
 
 _BREAK = re.compile(r"(?:<br\s*/?>\s*)+", re.IGNORECASE)

@@ -13,8 +13,8 @@ from typing import Any
 
 from lora_lab.config.errors import DataError
 from lora_lab.config.schema import positive
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.rouge import rouge_f
 from lora_lab.tasks.sources import load_hub_split, read_jsonl
 

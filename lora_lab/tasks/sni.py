@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.config.schema import ranged
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.rouge import exact_match, rouge_f
 from lora_lab.tasks.sources import check_fields, load_hub_split, parse_json_line, read_jsonl, text_lines
 

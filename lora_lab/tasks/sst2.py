@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
 from lora_lab.tasks.classification import ClassificationTask, SentimentSchema
+from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.sources import local_file, read_tsv
 
 LOCAL_FILES = {"train": "train.tsv", "dev": "dev.tsv", "validation": "test.tsv", "test": "test.tsv"}

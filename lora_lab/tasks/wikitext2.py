@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.config.schema import positive, ranged
-from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example, Task, TaskSchema
+from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.sources import load_hub_split, read_jsonl, text_lines
 
 log = logging.getLogger("lora_lab")

@@ -26,7 +26,8 @@ import torch
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import DataError, Interrupted, RunStopped
-from lora_lab.training.loop import TrainState
+from lora_lab.training.distributed import main_run_dir
+from lora_lab.training.loop import TrainState, build_scheduler
 from lora_lab.utils.io import atomic_write_json, read_json
 
 log = logging.getLogger("lora_lab")
@@ -167,9 +168,6 @@ class Checkpointing:
 
     def restore(self) -> dict[str, Any]:
         """Keyword arguments for `train`: a restored state/optimizer/scheduler, or nothing for a fresh start."""
-        from lora_lab.training.distributed import main_run_dir
-        from lora_lab.training.loop import build_scheduler
-
         run_dir = main_run_dir(self.ctx.run_dir)  # every data-parallel rank restores rank 0's checkpoint
         if not should_resume(self.ctx.cfg, run_dir):
             if self.ctx.cfg.get("resume", False):

@@ -1,13 +1,12 @@
 """Examples → token ids: the chat template when the model has one, and loss on answer tokens only.
 
-Three shapes, picked by `featurizer_for(model kind)`: prompt + answer for causal LMs (raw text for
-language-modelling examples), text + class id for sequence-classification heads, and masked text for
-masked-LM encoders.
+Three shapes, picked by `featurizers.featurizer_for(model kind)`: prompt + answer for causal LMs (raw text for
+language-modelling examples), text + class id for sequence-classification heads (here), and masked text for
+masked-LM encoders (`masking.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -70,26 +69,3 @@ def tokenize_for_classification(
     text = example.text if example.text is not None else example.prompt
     ids = tokenizer(text, truncation=True, max_length=encoder_max_length(tokenizer, max_len))["input_ids"]
     return Features(ids, [], label=int(example.label))
-
-
-def tokenize_for_masked_lm(*args) -> Features:
-    """Encoders on language-modelling text: masked tokens as targets (training/masking.py builds on this module)."""
-    from lora_lab.training.masking import tokenize_for_masked_lm as masked
-
-    return masked(*args)
-
-
-Featurizer = Callable[[PreTrainedTokenizerBase, Example, bool, int], Features]
-FEATURIZERS: dict[str, Featurizer] = {
-    "causal_lm": tokenize_for_training,
-    "sequence_classification": tokenize_for_classification,
-    "masked_lm": tokenize_for_masked_lm,
-}
-
-
-def featurizer_for(model_kind: str) -> Featurizer:
-    from lora_lab.config.errors import ConfigError
-
-    if model_kind not in FEATURIZERS:
-        raise ConfigError("model.kind", model_kind, "no training features for this model kind", choices=list(FEATURIZERS))
-    return FEATURIZERS[model_kind]

