@@ -176,7 +176,7 @@ def resolve_dtype(name: str | None, default: torch.dtype) -> torch.dtype:
     if name is None:
         return default
     if name not in DTYPES:
-        raise ConfigError("meta.output_dtype", name, "unknown dtype", choices=sorted(DTYPES))
+        raise ConfigError("output_dtype", name, "unknown dtype", choices=sorted(DTYPES))
     return DTYPES[name]
 
 

@@ -18,7 +18,7 @@ from lora_lab.registry import Registry
 DistanceTransform = Callable[[np.ndarray], np.ndarray]  # elementwise map applied to z-scored distances
 CoefficientRule = Callable[[np.ndarray, np.ndarray, float, "DistanceTransform | None"], np.ndarray]
 
-COEFFICIENT_RULES: Registry[CoefficientRule] = Registry("coefficient version", "meta.coefficients.version")
+COEFFICIENT_RULES: Registry[CoefficientRule] = Registry("coefficient version", "method.version")
 PAPER_VERSIONS: tuple[str, ...] = ("base", "normalized", "mlp")
 
 
@@ -83,10 +83,10 @@ def normalized_coefficients(
 def mlp_coefficients(
     distances: np.ndarray, allowed: np.ndarray, temperature: float, transform: DistanceTransform | None = None
 ) -> np.ndarray:
-    """softmin(f(z) / T) with f learned on training tasks (see `meta.mlp.train_mlp_transform`)."""
+    """softmin(f(z) / T) with f learned on training tasks (see `lora_lab.meta.mlp.train_mlp_transform`)."""
     if transform is None:
         raise ConfigError(
-            "meta.coefficients.version",
+            "method.version",
             "mlp",
             "needs a trained transform (train_mlp_transform) - none was given",
         )
@@ -127,7 +127,7 @@ def compute_coefficients(
     if distances.ndim != 2:
         raise ValueError(f"distances must be an (n_targets, n_members) matrix, got shape {distances.shape}")
     if not temperature > 0:
-        raise ConfigError("meta.coefficients.temperature", temperature, "must be > 0")
+        raise ConfigError("method.temperature", temperature, "must be > 0")
     allowed = np.ones(distances.shape, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
     if allowed.shape != distances.shape:
         raise ValueError(f"exclusion mask has shape {allowed.shape}, distances {distances.shape}")

@@ -120,7 +120,7 @@ def truncated_svd_factors(a_cat: torch.Tensor, b_cat: torch.Tensor, rank: int) -
     forming Q), falling back to explicit Q when a factor is (numerically) rank-deficient.
     """
     if rank < 1:
-        raise ConfigError("meta.combine.rank", rank, "svd mode needs a positive output rank")
+        raise ConfigError("method.svd_rank", rank, "svd mode needs a positive output rank")
     a64, b64 = a_cat.to(torch.float64), b_cat.to(torch.float64)
     r_b = torch.linalg.qr(b64, mode="r").R
     r_a = torch.linalg.qr(a64.T, mode="r").R
@@ -163,7 +163,7 @@ class CombineMode:
     output_rank: Callable[[int, int, int | None], int]
 
 
-COMBINE_MODES: Registry[CombineMode] = Registry("combine mode", "meta.combine.mode")
+COMBINE_MODES: Registry[CombineMode] = Registry("combine mode", "method.combine")
 COMBINE_MODES.add("factors", CombineMode(FactorMixer, None, lambda r, k, rank: r))
 COMBINE_MODES.add("delta", CombineMode(DeltaMixer, 8, lambda r, k, rank: r * k))
 COMBINE_MODES.add("svd", CombineMode(SvdMixer, 8, lambda r, k, rank: min(r if rank is None else rank, r * k)))
@@ -180,7 +180,7 @@ def select_members(coefficients: np.ndarray, top_k: int | None) -> tuple[np.ndar
     if not np.isfinite(coefficients).all() or (coefficients < 0).any():
         raise ValueError("coefficients must be finite and non-negative")
     if top_k is not None and top_k < 1:
-        raise ConfigError("meta.combine.top_k", top_k, "must be >= 1 or null (all members)")
+        raise ConfigError("method.top_k", top_k, "must be >= 1 or null (all members)")
     positive = np.flatnonzero(coefficients > 0)
     if positive.size == 0:
         raise ValueError("all coefficients are zero; nothing to combine")

@@ -24,7 +24,7 @@ from lora_lab.registry import Registry
 
 DistanceFn = Callable[..., np.ndarray]
 
-DISTANCES: Registry[DistanceFn] = Registry("distance metric", "meta.metric.name")
+DISTANCES: Registry[DistanceFn] = Registry("distance metric", "metric")
 
 # Which metrics make sense for which representation: token metrics need distributions over token ids.
 METRICS_BY_REPRESENTATION: dict[str, tuple[str, ...]] = {
@@ -95,7 +95,7 @@ def wasserstein_distance(targets: np.ndarray, members: np.ndarray) -> np.ndarray
 def smooth_distribution(histograms: np.ndarray, epsilon: float) -> np.ndarray:
     """Normalise, add epsilon to every token and renormalise, so log q is finite where q had no mass."""
     if epsilon < 0:
-        raise ConfigError("meta.metric.kl_epsilon", epsilon, "must be >= 0")
+        raise ConfigError("metric.kl_epsilon", epsilon, "must be >= 0")
     probabilities = normalize_rows(histograms)
     return (probabilities + epsilon) / (1.0 + epsilon * probabilities.shape[1])
 
@@ -193,7 +193,7 @@ def squared_mmd(
     product P (KQ)^T. Exact for the full histograms (the kernel's heavy 1/d^2 tail rules out truncation).
     """
     if not bandwidths or min(bandwidths) <= 0:
-        raise ConfigError("meta.metric.mmd_bandwidths", list(bandwidths), "must be non-empty and positive")
+        raise ConfigError("mmd_bandwidths", list(bandwidths), "must be non-empty and positive")
     p = _as_tensor(normalize_rows(targets))
     q = _as_tensor(normalize_rows(members))
     vocab = p.shape[1]

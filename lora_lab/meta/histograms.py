@@ -19,7 +19,7 @@ from lora_lab.registry import Registry
 EmbedFn = Callable[[list[str]], np.ndarray]
 
 REPRESENTATIONS: Registry[Callable[..., np.ndarray]] = Registry(
-    "dataset representation", "meta.representation"
+    "dataset representation", "method.representation"
 )
 
 
@@ -55,7 +55,7 @@ def token_histogram(
     Counts, not frequencies: histograms of several datasets can be added, and every distance normalises.
     """
     if vocab_size <= 0:
-        raise ConfigError("meta.vocab_size", vocab_size, "must be a positive integer")
+        raise ConfigError("tokenizer vocab_size", vocab_size, "must be a positive integer")
     counts = np.zeros(vocab_size, dtype=np.int64)
     for batch in _batches(texts, batch_size):
         ids = np.fromiter((i for row in _batch_token_ids(tokenizer, batch) for i in row), dtype=np.int64)
@@ -64,7 +64,7 @@ def token_histogram(
         if ids.min() < 0 or ids.max() >= vocab_size:
             bad = int(ids.max() if ids.max() >= vocab_size else ids.min())
             raise ConfigError(
-                "meta.vocab_size", vocab_size, f"tokenizer produced token id {bad}, outside [0, vocab_size)"
+                "tokenizer vocab_size", vocab_size, f"tokenizer produced token id {bad}, outside [0, vocab_size)"
             )
         counts += np.bincount(ids, minlength=vocab_size)
     return counts.astype(np.float64)

@@ -97,9 +97,10 @@ def train_mlp_transform(
     """
     train = np.asarray(sorted(set(int(i) for i in train_indices)), dtype=np.int64)
     if train.size < 3:
-        raise ConfigError("meta.mlp.train_tasks", int(train.size), "need at least 3 training tasks")
+        raise ConfigError("method.version", "mlp", f"needs at least 3 training tasks (bank members other than the "
+                          f"target), got {train.size}")
     if not temperature > 0:
-        raise ConfigError("meta.coefficients.temperature", temperature, "must be > 0")
+        raise ConfigError("method.temperature", temperature, "must be > 0")
     block = np.ix_(train, train)
     allowed = ~np.eye(train.size, dtype=bool)
     if exclude is not None:

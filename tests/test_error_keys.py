@@ -1,0 +1,116 @@
+"""Every config key an error names is a key the user can set: it exists in the composed config.
+
+`ConfigError(key, value, problem)` prints `key=value: problem`, and a registry prints its `key` with the
+choices; a key that does not exist (`meta.combine.top_k` for `method.top_k`) sends the user looking for
+nothing. This collects every string literal passed as that key anywhere in lora_lab/ (with `ast`) and looks
+each one up in the configs `lora-lab --cfg job` prints, one per option of every config group.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from lora_lab.config.compose import CONF_DIR, compose_config
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "lora_lab"
+GROUPS = ("method", "task", "model", "metric", "hardware", "logger")
+
+# Subjects that are not config keys, and why. CLI flags (`--metric`) are allowed by their leading `--`.
+NOT_CONFIG_KEYS = {
+    "adapter": "positional argument of lora-lab-merge / lora-lab-generate",
+    "out": "positional argument of lora-lab-merge",
+    "bank_dir": "positional argument of python -m lora_lab.meta.from_runs",
+    "bank member dataset.name": "a field of a bank member in bank.json",
+    "fewshot examples": "the labelled examples given to the few-shot coefficient search",
+    "hydra.run.dir": "Hydra's own run dir key (not in the job config)",
+    "mmd_bandwidths": "argument of meta.distances.squared_mmd (MMD_BANDWIDTHS), not configurable",
+    "output_dtype": "argument of meta.combine.predict_adapter, not configurable",
+    "tokenizer vocab_size": "the model tokenizer's size, derived, not configurable",
+    "task eval_mode": "a Task class's eval_mode attribute (evaluation registry), set in code",
+    "method kind": "a Method class's kind attribute (recipe registry), set in code",
+}
+
+
+def _is_config_error(call: ast.Call) -> bool:
+    func = call.func
+    return (isinstance(func, ast.Name) and func.id == "ConfigError") or (
+        isinstance(func, ast.Attribute) and func.attr == "ConfigError")
+
+
+def _is_registry(call: ast.Call) -> bool:
+    func = call.func
+    return isinstance(func, ast.Name) and func.id == "Registry"
+
+
+def named_keys() -> dict[str, list[str]]:
+    """Key literal -> where it is used (`path:line`): ConfigError's first argument, Registry's second."""
+    keys: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            if _is_config_error(node):
+                position, keyword = 0, "key"
+            elif _is_registry(node):
+                position, keyword = 1, "key"
+            else:
+                continue
+            arg = node.args[position] if len(node.args) > position else next(
+                (k.value for k in node.keywords if k.arg == keyword), None)
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                where = f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno}"
+                keys.setdefault(arg.value, []).append(where)
+    return keys
+
+
+@cache
+def composed_configs() -> tuple[dict, ...]:
+    """The default config, and the config with each option of each group selected (unresolved)."""
+    overrides = [[]] + [[f"{group}={option.stem}"] for group in GROUPS
+                        for option in sorted((CONF_DIR / group).glob("*.yaml"))]
+    return tuple(OmegaConf.to_container(compose_config(o), resolve=False) for o in overrides)
+
+
+def _exists(config: dict, dotted: str) -> bool:
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def key_exists(key: str) -> bool:
+    """`a.b` exists in some composed config; `task.train_split/eval_split` names two keys of `task`."""
+    first, *others = key.split("/")
+    prefix = first.rpartition(".")[0]
+    wanted = [first, *(f"{prefix}.{other}" if prefix else other for other in others)]
+    return all(any(_exists(config, k) for config in composed_configs()) for k in wanted)
+
+
+def test_the_collector_finds_config_errors_and_registry_keys() -> None:
+    keys = named_keys()
+    assert "method.top_k" in keys  # meta/combine.py
+    assert "method.name" in keys  # the methods registry
+    assert any("--" in key for key in keys)
+
+
+def test_the_lookup_tells_real_keys_from_made_up_ones() -> None:
+    assert key_exists("method.top_k") and key_exists("metric") and key_exists("task.train_split/eval_split")
+    assert not key_exists("meta.combine.top_k") and not key_exists("method.rnak")
+
+
+def test_every_key_named_in_an_error_exists_in_the_composed_config() -> None:
+    unknown = {key: where for key, where in named_keys().items()
+               if not key.startswith("--") and key not in NOT_CONFIG_KEYS and not key_exists(key)}
+    assert unknown == {}, f"error keys that no composed config has: {unknown}"
+
+
+def test_the_allowlist_holds_no_real_keys_and_nothing_stale() -> None:
+    keys = named_keys()
+    assert [k for k in NOT_CONFIG_KEYS if k not in keys] == []
+    assert [k for k in NOT_CONFIG_KEYS if key_exists(k)] == []
