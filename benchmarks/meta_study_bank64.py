@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         plot_scale(read_json(args.out), args.plot)
         return
 
-    from lora_lab.jobs.context import select_device
     from lora_lab.meta.mixture import BankMixture
     from lora_lab.meta.representation import Representer, task_from_reference
     from lora_lab.models import load_model_and_tokenizer
     from lora_lab.training.featurizers import featurizer_for
+    from lora_lab.utils.device import select_device
 
     begun = time.perf_counter()
     cfg = compose_study_config([f"method.bank_dir={args.bank_dir}", *overrides])

@@ -18,6 +18,7 @@ from lora_lab.config import schema as S
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.targets import translate_method_targets
 from lora_lab.utils import cpu
+from lora_lab.utils.device import wants_cuda
 
 FIXED_SECTIONS: dict[str, type] = {
     "model": S.ModelConfig,
@@ -76,7 +77,7 @@ def check_machine(cfg: DictConfig, *, cuda_devices: int, cpu_cores: int, launche
     if hw.distributed_backend == "nccl" and cuda_devices == 0 and (hw.num_processes > 1 or launched):
         raise ConfigError("hardware.distributed_backend", "nccl", "needs CUDA; this machine has none",
                           choices=["auto", "gloo"])
-    on_cuda = hw.device == "cuda" or (hw.device == "auto" and cuda_devices > 0)
+    on_cuda = wants_cuda(hw.device, has_cuda=cuda_devices > 0)
     if not on_cuda:
         check_cpu_precision(hw.precision)
     if launched or hw.num_processes <= 1:

@@ -56,9 +56,10 @@ def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
 
 def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from lora_lab.config.validate import other_task_keys, validate_config
-    from lora_lab.jobs.context import JobContext, select_device
+    from lora_lab.jobs.context import JobContext
     from lora_lab.loggers import build_logger
     from lora_lab.methods import METHODS
+    from lora_lab.utils.device import select_device
     from lora_lab.utils.io import as_storage_error, atomic_write_json
     from lora_lab.utils.memory import PeakMemory
 

@@ -26,12 +26,12 @@ from safetensors.torch import load_file, save_file
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
+from lora_lab.methods.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, write_record
 from lora_lab.methods.base import Method
 from lora_lab.methods.registry import METHODS
+from lora_lab.utils.device import wants_cuda
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FORMAT = "full_weight_delta"
 
 
@@ -68,7 +68,7 @@ OPTIMIZERS: dict[str, Callable[[list[dict], float, float], torch.optim.Optimizer
 
 
 def uses_cuda(cfg) -> bool:
-    return cfg.hardware.device == "cuda" or (cfg.hardware.device == "auto" and torch.cuda.is_available())
+    return wants_cuda(cfg.hardware.device)
 
 
 def optimizer_name(cfg) -> str:
