@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from lora_lab.config.errors import ConfigError, exit_on_input_error
+from lora_lab.methods.adapter_files import ADAPTER_CONFIG
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load(folder: Path, overrides: list[str]):
     """(model, tokenizer, use_chat_template) from an adapter folder or a plain model folder."""
-    if (folder / "adapter_config.json").is_file():
+    if (folder / ADAPTER_CONFIG).is_file():
         from lora_lab.commands.saved_run import load_with_adapter
 
         cfg, model, tokenizer = load_with_adapter(folder, overrides)
@@ -40,7 +41,7 @@ def load(folder: Path, overrides: list[str]):
             raise ConfigError("model.kind", cfg.model.kind, "generation needs a causal LM", choices=["causal_lm"])
         return model, tokenizer, bool(cfg.model.use_chat_template)
     if not (folder / "config.json").is_file():
-        raise ConfigError("model", str(folder), "neither an adapter (adapter_config.json) nor a model (config.json)")
+        raise ConfigError("model", str(folder), f"neither an adapter ({ADAPTER_CONFIG}) nor a model (config.json)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(str(folder)).eval(), AutoTokenizer.from_pretrained(str(folder)), True

@@ -17,12 +17,13 @@ from omegaconf import DictConfig, OmegaConf
 from lora_lab.config.compose import compose_config
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
+from lora_lab.methods.adapter_files import ADAPTER_CONFIG
 from lora_lab.methods.adapters import read_record
 
 
 def adapter_config(folder: Path, overrides: Sequence[str] = ()) -> DictConfig:
-    if not (folder / "adapter_config.json").is_file():
-        raise ConfigError("adapter", str(folder), "no adapter_config.json in this folder")
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise ConfigError("adapter", str(folder), f"no {ADAPTER_CONFIG} in this folder")
     saved = folder.parent / ".hydra" / "config.yaml"
     if saved.is_file():
         cfg = OmegaConf.merge(OmegaConf.load(saved), OmegaConf.from_dotlist(list(overrides)))

@@ -20,10 +20,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lora_lab.config.errors import ConfigError, DataError
+from lora_lab.methods.adapter_files import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    read_json_object,
+    safetensors_shapes,
+)
 from lora_lab.utils.io import atomic_directory
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _A_SUFFIX = ".lora_A.weight"
 _B_SUFFIX = ".lora_B.weight"
 
@@ -36,8 +40,6 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torc
 
 
 def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
-    from lora_lab.methods.adapter_files import read_json_object
-
     path = Path(adapter_dir) / ADAPTER_CONFIG
     if not path.is_file():
         raise DataError(f"{path}: missing; a PEFT adapter dir needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
@@ -46,8 +48,6 @@ def read_adapter_config(adapter_dir: str | Path) -> dict[str, Any]:
 
 def weights_path(adapter_dir: str | Path) -> Path:
     """The weights file, after checking its safetensors header (a truncated or corrupt copy is one line)."""
-    from lora_lab.methods.adapter_files import safetensors_shapes
-
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
     if not path.is_file():
         raise DataError(f"{path}: missing; a PEFT adapter dir needs {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")

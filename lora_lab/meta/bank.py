@@ -21,6 +21,7 @@ from typing import Any
 
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.meta.adapters import AdapterReader, read_adapter_config
+from lora_lab.methods.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 BANK_INDEX = "bank.json"
 LOTS_OF_LORAS_REPO = "Lots-of-LoRAs/{model}-4b-r16-{task}"
@@ -219,7 +220,7 @@ def download_lots_of_loras_bank(
             repo_id=LOTS_OF_LORAS_REPO.format(model=repo_model, task=name),
             revision=revision,
             local_dir=str(local),
-            allow_patterns=["adapter_config.json", "adapter_model.safetensors"],
+            allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS],
         )
         reference = (datasets or {}).get(name) or (datasets or {}).get(str(task)) or {"sni_task": str(task)}
         entries.append({"name": name, "adapter": f"adapters/{name}", "dataset": dict(reference)})

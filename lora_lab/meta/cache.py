@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lora_lab.meta.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from lora_lab.methods.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 KEY_LENGTH = 24
 

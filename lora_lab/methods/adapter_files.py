@@ -22,9 +22,11 @@ import torch
 
 from lora_lab.config.errors import ConfigError, DataError
 
+# A PEFT adapter folder: these two files (the names peft writes), plus our method record. Defined here only.
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 RECORD_FILE = "lora_lab_method.json"
-WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+WEIGHT_FILES = (ADAPTER_WEIGHTS, "adapter_model.bin")
 PEFT_PREFIX = "base_model.model."
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
