@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from lora_lab.config.compose import CONF_DIR
 from lora_lab.config.errors import ConfigError, DataError, Interrupted, RunStopped, report_input_error
+from lora_lab.config.precheck import check_overrides
 from lora_lab.config.resolvers import register_resolvers
 from lora_lab.jobs import run_job
 from lora_lab.summary import summary_table
@@ -70,6 +71,11 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    try:  # an override Hydra cannot compose: one line and exit 2, not Hydra's multi-line report
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        report_input_error("lora-lab", err)
+        sys.exit(2)
     hydra_app()
 
 
