@@ -62,7 +62,7 @@ def load_rows(args):
     from lora_lab.jobs.steps import build_task
     from lora_lab.loggers import NoLogger
     from lora_lab.models import load_model_and_tokenizer
-    from lora_lab.training.tokenize import featurizer_for
+    from lora_lab.training.featurizers import featurizer_for
 
     cfg = build_cfg(args)
     scratch = Path(tempfile.mkdtemp(prefix="bench_peer_"))

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                 loss = model_loss(model, batch, answer_only_logits=True)
             loss.backward()
             times[precision].append(time.perf_counter() - started)
-            losses[precision] = float(loss)
+            losses[precision] = float(loss.detach())
             grads[precision] = torch.cat([q.grad.flatten() for q in params])
     median = {k: statistics.median(v[1:]) for k, v in times.items()}
     cos = float(torch.nn.functional.cosine_similarity(grads["float32"], grads["bfloat16"], dim=0))
