@@ -206,3 +206,29 @@ def test_a_results_own_hydra_copy_is_kept_beside_it(run_dir: Path) -> None:
     (run_dir / ".hydra" / "config.yaml").write_text("a: 1\n")
     run_job(tiny_cfg(*EVAL_ONLY), run_dir)
     assert (run_dir / HYDRA_OF_RESULT / "config.yaml").read_text() == "a: 1\n"
+
+
+@pytest.mark.parametrize("name", ["paged_adamw_8bit", "paged_adamw_32bit"])
+def test_paged_optimizers_are_refused_on_a_cpu_run_in_one_line(name: str) -> None:
+    from lora_lab.config.validate import check_machine
+
+    cfg = validated_cfg(f"train.optimizer={name}")
+    with pytest.raises(ConfigError, match=rf"train.optimizer='{name}': pages optimizer state .* \(choices: adamw\)"):
+        check_machine(cfg, cuda_devices=0, cpu_cores=2, launched=False)
+    check_machine(validated_cfg(f"train.optimizer={name}", "hardware=gpu"),
+                  cuda_devices=1, cpu_cores=2, launched=False)  # on CUDA they are allowed
+
+
+def test_every_optimizer_choice_is_registered_and_adamw_builds() -> None:
+    import torch
+
+    from lora_lab.config.schema import TrainConfig
+    from lora_lab.training.optimizers import OPTIMIZERS
+
+    choices = TrainConfig.__dataclass_fields__["optimizer"].metadata["choices"]
+    assert sorted(choices) == sorted(OPTIMIZERS.names())
+    param = torch.nn.Parameter(torch.ones(2))
+    optimizer = OPTIMIZERS.get("adamw")([param], 0.1, 0.0)
+    param.grad = torch.ones(2)
+    optimizer.step()
+    assert torch.all(param < 1)

@@ -137,6 +137,9 @@ class LoggerConfig:
     log_every: int = positive(1)
 
 
+CUDA_ONLY_OPTIMIZERS = ("paged_adamw_8bit", "paged_adamw_32bit")  # bitsandbytes' paged state needs CUDA
+
+
 @dataclass
 class TrainConfig:
     max_steps: int = ranged(100, ge=0)  # optimizer steps; 0 saves the initial adapter (no train loss)
@@ -157,6 +160,8 @@ class TrainConfig:
     # a non-finite loss or gradient: `stop` fails the run (status failed, the step, no adapter); `skip_step`
     # drops that step's update and goes on (the run still fails if the trained weights end non-finite)
     on_nonfinite: str = choice("stop", "stop", "skip_step")
+    # training/optimizers.py: the paged (bitsandbytes) variants page optimizer state to the CPU; CUDA only
+    optimizer: str = choice("adamw", "adamw", *CUDA_ONLY_OPTIMIZERS)
     seed: int = 0
 
 

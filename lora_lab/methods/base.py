@@ -61,9 +61,10 @@ class Method:
         return float(lr) if lr is not None else float(self.cfg.train.lr)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            self.trainable_parameters(model), lr=self.learning_rate(), weight_decay=self.cfg.train.weight_decay
-        )
+        from lora_lab.training.optimizers import OPTIMIZERS
+
+        return OPTIMIZERS.get(self.cfg.train.get("optimizer", "adamw"))(
+            self.trainable_parameters(model), self.learning_rate(), self.cfg.train.weight_decay)
 
     def extra_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
         return None
