@@ -21,6 +21,7 @@ class ProgressLog:
 
     def __init__(self, run_dir: Path, every: int, max_steps: int, *, echo: bool | None = None):
         self.path = Path(run_dir) / LOG_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.every, self.max_steps = max(int(every), 1), int(max_steps)
         self.echo = (not sys.stdout.isatty()) if echo is None else echo  # a terminal has tqdm
 
@@ -28,7 +29,9 @@ class ProgressLog:
         per_step = state.seconds / state.step if state.step else 0.0
         rate = state.tokens / state.seconds if state.seconds > 0 else 0.0
         lr_part = f" lr {lr:.2e}" if lr is not None else ""
-        return (f"step {state.step}/{self.max_steps} loss {state.losses[-1]:.4f}{lr_part} tokens/s {rate:.1f} "
+        loss = state.losses[-1] if state.losses else None
+        loss_part = f"{loss:.4f}" if isinstance(loss, int | float) else "n/a"  # a skipped non-finite step
+        return (f"step {state.step}/{self.max_steps} loss {loss_part}{lr_part} tokens/s {rate:.1f} "
                 f"elapsed {clock(state.seconds)} eta {clock(per_step * (self.max_steps - state.step))}")
 
     def on_step(self, state, extras: dict) -> None:
