@@ -80,7 +80,7 @@ def check_machine(cfg: DictConfig, *, cuda_devices: int, cpu_cores: int, launche
     on_cuda = wants_cuda(hw.device, has_cuda=cuda_devices > 0)
     if not on_cuda:
         check_cpu_precision(hw.precision)
-        if cfg.train.get("optimizer") in S.CUDA_ONLY_OPTIMIZERS:
+        if cfg.train.optimizer in S.CUDA_ONLY_OPTIMIZERS:
             raise ConfigError("train.optimizer", cfg.train.optimizer, "pages optimizer state between GPU and CPU "
                               "memory (bitsandbytes); this run is on the CPU", choices=["adamw"])
     if launched or hw.num_processes <= 1:

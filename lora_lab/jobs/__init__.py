@@ -67,7 +67,7 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     identity: dict[str, Any] = {key: _name_of(raw_cfg, key) for key in ("method", "task", "model")}
     try:
-        check_before_launch(raw_cfg)
+        checked = check_before_launch(raw_cfg)
     except ConfigError as err:
         atomic_write_json(metrics_path, {**identity, "status": "failed", "error_type": type(err).__name__,
                                          "error": str(err), "job_seconds": time.perf_counter() - started})
@@ -79,11 +79,12 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     launch = prepare(raw_cfg, run_dir)
     if launch.metrics is not None:
         return launch.metrics
+    relaunched = launch.cfg is not raw_cfg  # a rank's config differs from what was checked: validate it again
     raw_cfg, run_dir, metrics_path = launch.cfg, launch.run_dir, launch.run_dir / METRICS_FILE
 
     logger, exit_code = None, 0
     try:
-        cfg = validate_config(raw_cfg)
+        cfg = validate_config(raw_cfg) if relaunched else checked
         identity = {"method": cfg.method.name, "task": cfg.task.name, "model": cfg.model.name,
                     "kind": METHODS.get(cfg.method.name).kind}
         aside = other_task_keys(raw_cfg)  # set by a sweep over tasks for the tasks that have them

@@ -17,6 +17,7 @@ import torch
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.meta.mixture import BankMixture
+from lora_lab.training.batching import collate
 from lora_lab.training.tokenize import IGNORE_INDEX, Features
 
 
@@ -33,14 +34,8 @@ def answer_losses(model: torch.nn.Module, mixture: BankMixture, features: Sequen
                   rows: np.ndarray, pad_id: int) -> np.ndarray:
     """Mean answer-token NLL of every example under every coefficient row: shape (len(rows),)."""
     device = next(model.parameters()).device
-    width = max(len(f.input_ids) for f in features)
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for i, f in enumerate(features):
-        ids[i, :len(f.input_ids)] = torch.tensor(f.input_ids)
-        labels[i, :len(f.labels)] = torch.tensor(f.labels)
-        mask[i, :len(f.input_ids)] = 1
+    batch = collate(features, pad_id)  # right-padded, prompt tokens labelled IGNORE_INDEX
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     n_rows, n_examples = len(rows), len(features)
     tile = lambda t: t.repeat(n_rows, 1).to(device)  # noqa: E731 — row r*E+e: coefficient row r, example e
     mixture.set_rows(np.repeat(np.asarray(rows, dtype=np.float32), n_examples, axis=0))

@@ -63,7 +63,7 @@ class Method:
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         from lora_lab.training.optimizers import OPTIMIZERS
 
-        return OPTIMIZERS.get(self.cfg.train.get("optimizer", "adamw"))(
+        return OPTIMIZERS.get(self.cfg.train.optimizer)(
             self.trainable_parameters(model), self.learning_rate(), self.cfg.train.weight_decay)
 
     def extra_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
