@@ -55,7 +55,7 @@ def test_dequantised_cache_is_built_once(tmp_path: Path) -> None:
     finally:
         g.save_dequantised = original
     assert first == second and len(calls) == 1
-    assert not [p for p in (tmp_path / "cache" / "gguf").iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in (tmp_path / "cache" / "gguf").iterdir() if p.name.startswith(".")]  # no temp left
 
 
 def test_local_source_without_folder_fails_clearly() -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from lora_lab.config.errors import ConfigError
+from lora_lab.utils.io import atomic_directory
 
 
 def find_packaged_gguf(package: str, file_name: str | None) -> Path:
@@ -58,16 +57,7 @@ def cached_dequantised(gguf_path: Path, cache_root: Path, load_fn) -> Path:
     if (target / "config.json").is_file():
         return target
     model, tokenizer = load_fn(gguf_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target, replace=False) as tmp:  # another process finished first: theirs is as good
         save_dequantised(model, tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target

@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from omegaconf import DictConfig
 from lora_lab.config.errors import DataError, Interrupted, RunStopped
 from lora_lab.training.distributed import main_run_dir
 from lora_lab.training.loop import TrainState, build_scheduler
-from lora_lab.utils.io import atomic_write_json, read_json
+from lora_lab.utils.io import atomic_directory, atomic_write_json, read_json, recover_directory
 
 log = logging.getLogger("lora_lab")
 
@@ -49,10 +47,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 def _recover(run_dir: Path) -> None:
     """A kill between the two renames of `save_checkpoint` leaves only the previous checkpoint, under its
     temporary name: put it back."""
-    target = checkpoint_dir(run_dir)
-    old = target.with_name(f".{CHECKPOINT_DIR}-old")
-    if not target.exists() and (old / STATE_FILE).is_file():
-        old.rename(target)
+    recover_directory(checkpoint_dir(run_dir), complete=lambda old: (old / STATE_FILE).is_file())
 
 
 def is_requeued_job() -> bool:
@@ -99,7 +94,6 @@ def _set_rng_states(states: dict[str, Any]) -> None:
 def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer, scheduler, state: TrainState) -> Path:
     """Write the checkpoint atomically (temp dir + rename); returns its folder."""
     target = checkpoint_dir(run_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "step": state.step,
         "train_state": asdict(state),
@@ -109,19 +103,9 @@ def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer,
         "method": method.state_dict(),
         "rng": _rng_states(),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_DIR}-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         torch.save(payload, tmp / STATE_FILE)
         atomic_write_json(tmp / META_FILE, {"step": state.step, "losses": list(state.losses)})
-        old = target.with_name(f".{CHECKPOINT_DIR}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

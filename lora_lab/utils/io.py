@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -108,16 +108,39 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
 
 
+def retired_path(target: str | os.PathLike) -> Path:
+    """Where `atomic_directory` parks the old `target` between its two renames: `.<name>-old` beside it."""
+    target = Path(target)
+    return target.with_name(f".{target.name}-old")
+
+
+def recover_directory(target: str | os.PathLike, complete: Callable[[Path], bool] | None = None) -> bool:
+    """Undo a swap that a kill stopped between its two renames (old folder moved aside, new one not yet in
+    place): when `target` is missing and its retired copy is there (and `complete(copy)` holds, if given),
+    rename the copy back. Returns whether it did."""
+    target = Path(target)
+    old = retired_path(target)
+    if target.exists() or not old.is_dir() or (complete is not None and not complete(old)):
+        return False
+    os.rename(old, target)
+    return True
+
+
 @contextmanager
-def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside `target` to fill; on success its files are synced and it replaces `target`
     by rename (the old folder is removed only once the new one is in place), on failure it is removed: a
-    reader sees the old folder or the complete new one, and a crash or a full disk leaves no half folder."""
+    reader sees the old folder or the complete new one, and a crash or a full disk leaves no half folder.
+
+    The swap is two renames: `target` -> `retired_path(target)`, temp -> `target`. A kill between them leaves
+    the old folder under its retired name; `recover_directory` (called here before every swap, and by readers
+    such as `has_checkpoint`) puts it back. `replace=False`: a `target` that exists by the time the new folder
+    is ready (another process built it first) is kept and ours is discarded."""
     target = Path(target)
     staged: dict[str, Path] = {}
     with writing(target, staged):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = staged["tmp"] = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp = staged["tmp"] = Path(tempfile.mkdtemp(prefix=f".{target.name}-tmp-", dir=target.parent))
         try:
             yield tmp
             for item in tmp.rglob("*"):  # some writers (safetensors) create 0600 files whatever the umask
@@ -126,17 +149,35 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
                     with open(item, "rb") as handle:
                         os.fsync(handle.fileno())
             os.chmod(tmp, default_mode(directory=True))
-            retired = None
-            if target.exists():
-                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.rename(target, retired / target.name)
-            os.rename(tmp, target)
-            _fsync_dir(target.parent)
-            if retired is not None:
-                shutil.rmtree(retired, ignore_errors=True)
+            _swap_in(tmp, target, replace)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _swap_in(tmp: Path, target: Path, replace: bool) -> None:
+    recover_directory(target)
+    if not replace:
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: theirs is as good as ours
+            return
+        _fsync_dir(target.parent)
+        return
+    old = retired_path(target)
+    shutil.rmtree(old, ignore_errors=True)  # stale: `target` is in place (recovered above if it was not)
+    if target.exists():
+        os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except BaseException:
+        recover_directory(target)  # the old folder back in place at once, not only at the next swap
+        raise
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
