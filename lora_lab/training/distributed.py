@@ -33,7 +33,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from lora_lab.config.errors import Diverged, Interrupted
-from lora_lab.utils.device import wants_cuda
+from lora_lab.utils.device import cuda_available, wants_cuda
 from lora_lab.utils.io import read_json
 
 LAUNCH_DIR = ".launch"
@@ -80,7 +80,7 @@ def backend_for(hardware: DictConfig) -> str:
     backend = hardware.get("distributed_backend", "auto")
     if backend and backend != "auto":
         return str(backend)
-    return "nccl" if wants_cuda(hardware.device) and torch.cuda.is_available() else "gloo"
+    return "nccl" if wants_cuda(hardware.device) and cuda_available() else "gloo"  # device=cuda without CUDA: gloo
 
 
 def _slurm_rendezvous() -> None:
