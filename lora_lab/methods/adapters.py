@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lora_lab.methods.adapter_files import RECORD_FILE
 from lora_lab.registry import Registry
-
-RECORD_FILE = "lora_lab_method.json"
 
 
 def _float_base(record: dict[str, Any]) -> dict[str, Any]:
