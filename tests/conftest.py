@@ -1,11 +1,12 @@
-"""Fixtures for every test; the helper functions live in lab_helpers.py (importable by a unique name)."""
+"""Fixtures for every test; the helper functions live in tests/helpers/ (`from tests.helpers.<module> import ...`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import lab_helpers  # noqa: F401  (sets the offline environment variables before any test runs)
 import pytest
+
+from tests.helpers import lab_helpers  # noqa: F401  (sets the offline environment variables before any test runs)
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from lab_helpers import compose_cfg, tiny_cfg
 from omegaconf import OmegaConf, open_dict
 
 from lora_lab.config.compose import CONF_DIR
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
+from tests.helpers.lab_helpers import compose_cfg, tiny_cfg
 
 GROUPS = ["model", "task", "method", "metric", "hardware", "logger"]
 

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from lab_helpers import compose_cfg
 
 from lora_lab.config.validate import validate_config
 from lora_lab.evaluation.pseudo_perplexity import masked_token_nll
@@ -19,6 +18,7 @@ from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
 from lora_lab.training.featurizers import featurizer_for
 from lora_lab.training.tokenize import IGNORE_INDEX
+from tests.helpers.lab_helpers import compose_cfg
 
 # distilbert-base-uncased: vocabulary 30522, dim 768, 6 layers of 12 heads, FFN 3072, 512 positions
 BASE_SHAPE = ["+model.tiny.vocab_size=30522", "model.tiny.hidden_size=768", "model.tiny.intermediate_size=3072",

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from lab_helpers import validated_cfg
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.models import load_model_and_tokenizer
 from lora_lab.models.gguf import cached_dequantised, find_packaged_gguf
+from tests.helpers.lab_helpers import validated_cfg
 
 
 def test_tiny_model_is_deterministic_by_seed_and_tokenizer_round_trips() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from lab_helpers import validated_cfg
 from safetensors.torch import load_file
 
 from lora_lab.config.errors import ConfigError
@@ -16,6 +15,7 @@ from lora_lab.jobs.context import JobContext
 from lora_lab.jobs.finetune import finetune
 from lora_lab.loggers import NoLogger
 from lora_lab.utils import cpu
+from tests.helpers.lab_helpers import validated_cfg
 
 
 def _train(run_dir: Path, precision: str) -> dict:

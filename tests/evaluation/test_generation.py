@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lab_helpers import validated_cfg
 
 from lora_lab.evaluation.generation import cut_at_stop, eos_ids, generate_batched
 from lora_lab.models import load_model_and_tokenizer
+from tests.helpers.lab_helpers import validated_cfg
 
 PROMPTS = ["Q: 2+2?\nA:", "A much longer prompt, so the batch needs left padding.\nA:", "x", "Hello there, model"]
 

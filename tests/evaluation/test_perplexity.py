@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from task_cases import task_cfg
 
 from lora_lab.config.validate import validate_config
 from lora_lab.evaluation.perplexity_mode import evaluate_perplexity, stream_ids
@@ -15,6 +14,7 @@ from lora_lab.evaluation.sliding_window import token_nll, windows
 from lora_lab.models import load_model_and_tokenizer
 from lora_lab.tasks import TASKS
 from lora_lab.tasks.base import Example
+from tests.helpers.task_cases import task_cfg
 
 TEXT = " = Title = \n\n The first paragraph of an article , with some words .\n = = Section = = \n More text here ."
 CPU = torch.device("cpu")

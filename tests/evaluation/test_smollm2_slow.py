@@ -6,8 +6,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from lab_helpers import compose_cfg
-from task_cases import task_cfg
 
 from lora_lab.config.validate import validate_config
 from lora_lab.evaluation.generation import generate_batched
@@ -15,6 +13,8 @@ from lora_lab.jobs import run_job
 from lora_lab.models import load_model_and_tokenizer
 from lora_lab.tasks import TASKS
 from lora_lab.training.tokenize import prompt_ids, render_prompt
+from tests.helpers.lab_helpers import compose_cfg
+from tests.helpers.task_cases import task_cfg
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,4 +1,4 @@
-"""Shared test helpers (import as `from lab_helpers import ...`; a unique name, unlike conftest): compose the real config tree with overrides, run jobs in temp dirs, find local data."""
+"""Shared test helpers (import as `from tests.helpers.lab_helpers import ...`): compose the real config tree with overrides, run jobs in temp dirs, find local data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("LORA_LAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # Overrides that make any job finish in seconds on the tiny random model.

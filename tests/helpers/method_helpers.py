@@ -1,7 +1,6 @@
 """Helpers for the method tests: a validated tiny config, a model with the method applied, a short training run.
 
-The root `tests/conftest.py` is loaded by path: several test folders have a `conftest.py`, so a plain
-`from lab_helpers import ...` resolves to whichever one pytest imported last.
+`one_thread` is an autouse fixture: a test module that imports it runs with one intra-op thread.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from lora_lab.training.tokenize import tokenize_for_training
 
 warnings.filterwarnings("ignore", message=".*Merge lora module to 4-bit linear.*")
 
-from lab_helpers import tiny_cfg  # noqa: E402
+from tests.helpers.lab_helpers import tiny_cfg  # noqa: E402
 
 ALL_METHODS = ("lora", "qlora", "galore", "sparse_lora", "rosa", "hira")
 # Per-method overrides that make a few dozen tiny steps learn visibly (GaLore: full-parameter lr, small rank).

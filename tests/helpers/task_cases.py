@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from lab_helpers import compose_cfg, shared_data
 from omegaconf import DictConfig
+
+from tests.helpers.lab_helpers import compose_cfg, shared_data
 
 # Overrides that make a job on any task finish in seconds on the tiny random model.
 TINY_TASK = ["model=tiny", "train.max_steps=4", "train.batch_size=4", "train.max_seq_len=256", "eval.batch_size=8",

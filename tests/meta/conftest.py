@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from meta_adapters import BASE_MODEL, adapter_config, random_factors, write_member
+
+from tests.helpers.meta_adapters import BASE_MODEL, adapter_config, random_factors, write_member
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@ import json
 
 import pytest
 import torch
-from meta_adapters import BASE_MODEL, adapter_config, random_factors, write_member
 
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.meta.bank import (
@@ -11,6 +10,7 @@ from lora_lab.meta.bank import (
     lots_of_loras_task,
     write_bank_index,
 )
+from tests.helpers.meta_adapters import BASE_MODEL, adapter_config, random_factors, write_member
 
 
 def test_load_bank_reads_members_in_order(make_bank):

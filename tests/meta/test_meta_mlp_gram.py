@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from meta_adapters import adapter_config, random_factors, write_member
 
 from lora_lab.config.errors import DataError
 from lora_lab.meta.bank import load_bank
 from lora_lab.meta.coefficients import compute_coefficients
 from lora_lab.meta.gram import bank_gram_matrix, reconstruction_error
 from lora_lab.meta.mlp import LearnedTransform, train_mlp_transform
+from tests.helpers.meta_adapters import adapter_config, random_factors, write_member
 
 
 def flattened(tensors: dict[str, torch.Tensor]) -> np.ndarray:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from method_helpers import tiny_cfg
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
+from tests.helpers.method_helpers import tiny_cfg
 
 BAD = [
     (["method=lora", "method.r=0"], "method.r"),

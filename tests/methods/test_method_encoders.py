@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lab_helpers import compose_cfg
-from method_helpers import ALL_METHODS, LEARNS, one_thread  # noqa: F401  (one_thread: autouse)
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
@@ -20,6 +18,8 @@ from lora_lab.models import load_model_and_tokenizer
 from lora_lab.models.structure import check_targets, empty_model
 from lora_lab.training.loop import train
 from lora_lab.training.tokenize import Features
+from tests.helpers.lab_helpers import compose_cfg
+from tests.helpers.method_helpers import ALL_METHODS, LEARNS, one_thread  # noqa: F401  (one_thread: autouse)
 
 ENCODERS = {"tiny_bert": ["classifier"], "tiny_distilbert": ["pre_classifier", "classifier"]}
 STEPS = 16  # sparse_lora reaches its target sparsity at step 15 (LEARNS)

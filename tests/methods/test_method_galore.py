@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from method_helpers import build, method_cfg, one_thread, probe_ids  # noqa: F401  (one_thread: autouse)
 
 from lora_lab.jobs.steps import count_parameters
 from lora_lab.methods.galore import optimizer_state_bytes
+from tests.helpers.method_helpers import build, method_cfg, one_thread, probe_ids  # noqa: F401  (one_thread: autouse)
 
 
 def one_step(model, optimizer) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from method_helpers import base_model, build, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from peft.tuners.hira.layer import HiraLayer
+
+from tests.helpers.method_helpers import base_model, build, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 
 
 def hira_layers(model):

@@ -10,12 +10,21 @@ import json
 
 import pytest
 import torch
-from method_helpers import ALL_METHODS, LEARNS, base_model, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from lora_lab.jobs.steps import count_parameters
 from lora_lab.methods.adapters import RECORD_FILE, load_adapter, merge_adapter
+from tests.helpers.method_helpers import (  # noqa: F401  (one_thread: autouse)
+    ALL_METHODS,
+    LEARNS,
+    base_model,
+    build,
+    fit,
+    logits,
+    method_cfg,
+    one_thread,
+)
 
 PLAIN_PEFT = {"lora", "qlora", "sparse_lora", "hira"}  # adapters that load with PeftModel alone, exactly
 STEPS = 24

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from method_helpers import base_model, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from peft import PeftModel
+
+from tests.helpers.method_helpers import base_model, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 
 
 @pytest.mark.parametrize("init", ["pissa", "olora", "orthogonal", "gaussian"])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from method_helpers import ALL_METHODS, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
 from lora_lab.commands import generate, merge
 from lora_lab.commands.saved_run import load_with_adapter
 from lora_lab.config.errors import ConfigError
+from tests.helpers.method_helpers import ALL_METHODS, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 
 QUICK = {  # a few steps that move every method's trainable weights away from their (often zero) start
     "lora": ["method.lr=1e-2"], "qlora": ["method.lr=1e-2"], "hira": ["method.lr=1e-2"],

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from method_helpers import tiny_cfg  # noqa: F401  (loads the root conftest: resolvers, env)
 from omegaconf import OmegaConf
 
 from lora_lab.config.compose import CONF_DIR
 from lora_lab.config.resolvers import register_resolvers
 from lora_lab.methods import METHODS
+from tests.helpers.method_helpers import tiny_cfg  # noqa: F401  (loads the root conftest: resolvers, env)
 
 PRESETS = {
     "lora_rosa_galore_grid": ({"lora", "rosa", "galore"}, {"gsm8k", "news_summary"}, "mistral_7b_instruct"),

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import bitsandbytes as bnb
 import torch
-from method_helpers import base_model, build, method_cfg, one_thread, probe_ids  # noqa: F401  (one_thread: autouse)
 
 from lora_lab.jobs.steps import count_parameters
 from lora_lab.methods import METHODS
+from tests.helpers.method_helpers import base_model, build, method_cfg, one_thread, probe_ids  # noqa: F401  (one_thread: autouse)
 
 
 def test_base_weights_are_nf4_double_quantised():

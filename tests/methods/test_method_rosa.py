@@ -4,13 +4,13 @@ configured density and never moves once fixed."""
 from __future__ import annotations
 
 import torch
-from method_helpers import build, features, logits, method_cfg, one_thread, probe_ids  # noqa: F401  (one_thread: autouse)
 
 from lora_lab.jobs.steps import count_parameters
 from lora_lab.methods.rosa import nnz_for
 from lora_lab.methods.rosa_layers import sparse_deltas
 from lora_lab.methods.sparse_linear import SparsePattern, sparse_linear
 from lora_lab.training.loop import train
+from tests.helpers.method_helpers import build, features, logits, method_cfg, one_thread, probe_ids  # noqa: F401  (one_thread: autouse)
 
 
 def test_csr_and_dense_backends_agree_in_value_and_gradients():

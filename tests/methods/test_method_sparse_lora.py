@@ -7,13 +7,13 @@ import dataclasses
 
 import pytest
 import torch
-from method_helpers import build, features, fit, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 from safetensors.torch import load_file
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.methods.pruning import RULES, PruneWindow, cubic, magnitude_mask, oneshot
 from lora_lab.methods.sparse_lora import SparseLoraSchema, lora_factors
 from lora_lab.training.loop import train
+from tests.helpers.method_helpers import build, features, fit, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 
 
 def test_cubic_schedule_ramps_from_zero_to_the_target():

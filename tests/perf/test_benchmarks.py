@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab_helpers import REPO
+
+from tests.helpers.lab_helpers import REPO
 
 
 def test_run_all_quick(tmp_path: Path):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from lab_helpers import REPO, TINY
 from safetensors.torch import load_file
+
+from tests.helpers.lab_helpers import REPO, TINY
 
 COMMON = [o for o in TINY if not o.startswith("train.max_steps")] + [
     "train.max_steps=3", "method.dropout=0.0", "eval.before=false", "train.warmup_ratio=0.0",
@@ -84,18 +85,16 @@ def test_fsdp_sharded_ranks_train_the_same_adapter_as_one_process(tmp_path: Path
     (["train.checkpoint_every=2"], "train.checkpoint_every"),
 ])
 def test_fsdp_refuses_what_it_cannot_shard(overrides: list[str], key: str):
-    from lab_helpers import validated_cfg
-
     from lora_lab.config.errors import ConfigError
+    from tests.helpers.lab_helpers import validated_cfg
 
     with pytest.raises(ConfigError, match=key):
         validated_cfg("hardware=cpu_ddp", "hardware.data_parallel=fsdp", *overrides)
 
 
 def test_prepare_is_a_no_op_for_one_process(tmp_path: Path):
-    from lab_helpers import tiny_cfg
-
     from lora_lab.training.distributed import prepare
+    from tests.helpers.lab_helpers import tiny_cfg
 
     launch = prepare(tiny_cfg(), tmp_path)
     assert launch.metrics is None and launch.run_dir == tmp_path and launch.world_size == 1

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from sweep_helpers import TINY_JOB
 
 from lora_lab.report import cli as report_cli
 from lora_lab.report.cli import main
+from tests.helpers.sweep_helpers import TINY_JOB
 
 # -m method=lora,qlora task=arith,sst2: jobs 0-2 ok with resource metrics and loss histories, job 3 failed
 JOBS = {

@@ -7,10 +7,10 @@ import signal
 from pathlib import Path
 
 import pytest
-from lab_helpers import compose_cfg, tiny_cfg
-from sweep_helpers import TINY_JOB, run_cli
 
 from lora_lab.training import checkpoint as ckpt
+from tests.helpers.lab_helpers import compose_cfg, tiny_cfg
+from tests.helpers.sweep_helpers import TINY_JOB, run_cli
 
 MAX_STEPS, EVERY, KILL_AT = 30, 2, 10
 

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab_helpers import compose_cfg, shared_data
-from sweep_helpers import run_cli
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import check_task_keys_exist, other_task_keys, task_keys, validate_config
+from tests.helpers.lab_helpers import compose_cfg, shared_data
+from tests.helpers.sweep_helpers import run_cli
 
 
 @pytest.mark.parametrize(("task", "override", "kept"), [

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sweep_helpers import TINY_JOB
-from wandb_records import read_run, run_files
+
+from tests.helpers.sweep_helpers import TINY_JOB
+from tests.helpers.wandb_records import read_run, run_files
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 hex chars: what a W&B API key looks like
 STEPS = 3

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from lab_helpers import compose_cfg
 
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.config.validate import validate_config
 from lora_lab.jobs import run_job
 from lora_lab.tasks import TASKS
+from tests.helpers.lab_helpers import compose_cfg
 
 
 def load(task: str, data_dir: Path, split: str, *extra: str):

@@ -69,7 +69,7 @@ def test_example_keeps_bare_text_for_encoders():
 
 
 def test_config_checks(tmp_path):
-    from task_cases import task_cfg
+    from tests.helpers.task_cases import task_cfg
 
     with pytest.raises(ConfigError, match="task.label_words"):
         validate_config(task_cfg("sst2", "task.label_words=[good]"))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from lab_helpers import compose_cfg
 
 from lora_lab.config.validate import validate_config
+from tests.helpers.lab_helpers import compose_cfg
 
 TASKS = ["gsm8k", "sst2", "imdb", "agnews", "news_summary", "wikitext2", "sni"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datasets
 import pytest
-from lab_helpers import compose_cfg
 
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.config.validate import validate_config
 from lora_lab.tasks import TASKS
+from tests.helpers.lab_helpers import compose_cfg
 
 ROWS = {
     ("stanfordnlp/sst2", None, "validation"): [{"idx": 0, "sentence": "a gem ", "label": 1}],

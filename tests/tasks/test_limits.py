@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from task_cases import task_cfg
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
 from lora_lab.tasks import TASKS
+from tests.helpers.task_cases import task_cfg
 
 
 def examples(*overrides: str):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from lab_helpers import shared_data
 from omegaconf import OmegaConf
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.tasks.sni import Instance, SniSchema, SniTask, sni_prompt, split_instances
+from tests.helpers.lab_helpers import shared_data
 
 
 def sni(data_dir, **overrides) -> SniTask:

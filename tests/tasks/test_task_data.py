@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from lab_helpers import shared_data
-from task_cases import task_cfg
 
 from lora_lab.config.validate import validate_config
 from lora_lab.models.tiny import build_char_tokenizer
@@ -18,6 +16,8 @@ from lora_lab.training.tokenize import (
     tokenize_for_classification,
     tokenize_for_training,
 )
+from tests.helpers.lab_helpers import shared_data
+from tests.helpers.task_cases import task_cfg
 
 # task -> (train examples, eval examples) in the shared local copies
 SIZES = {

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (import as `from tests.helpers.<module> import ...`); fixtures stay in conftest.py."""
