@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.config.schema import positive, ranged
 from lora_lab.tasks.base import Example, Task, TaskSchema
-from lora_lab.tasks.sources import load_hub_split
+from lora_lab.tasks.sources import load_split_records
 
 
 @dataclass
@@ -93,11 +93,12 @@ class ClassificationTask(Task):
         raise NotImplementedError
 
     def load_split(self, split: str) -> list[Example]:
-        if self.cfg.data_dir:
-            return self.local_examples(split, lambda r, where: self.example(r["text"], r["label"], where))
         field_name = self.hub_text_field
-        return load_hub_split(self.cfg, split, (field_name, "label"),
-                              parse=lambda r, where: self.example(r[field_name], r["label"], where, field_name))
+        return load_split_records(
+            self.cfg, split, (field_name, "label"),
+            lambda r, where: self.example(r[field_name], r["label"], where, field_name),
+            local=lambda: self.local_examples(split, lambda r, where: self.example(r["text"], r["label"], where)),
+        )
 
     def clean_text(self, text: str) -> str:
         return " ".join(str(text).split())

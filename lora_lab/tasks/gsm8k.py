@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from lora_lab.config.errors import DataError
 from lora_lab.tasks.answers import answers_match, final_answer
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.registry import TASKS
-from lora_lab.tasks.sources import load_hub_split, read_jsonl
+from lora_lab.tasks.sources import load_split_records
 
-FILES = {"train": "train.jsonl", "test": "test.jsonl"}
 FIELDS = ("question", "answer")
 
 
@@ -31,10 +29,7 @@ class Gsm8kTask(Task):
     primary_metric = "accuracy"
 
     def load_split(self, split: str) -> list[Example]:
-        if self.cfg.data_dir:
-            path = Path(self.cfg.data_dir).expanduser() / FILES.get(split, f"{split}.jsonl")
-            return read_jsonl(path, FIELDS, parse=self._example)
-        return load_hub_split(self.cfg, split, FIELDS, parse=self._example)
+        return load_split_records(self.cfg, split, FIELDS, self._example)  # locally `<split>.jsonl`
 
     def _example(self, record: dict, where: str) -> Example:
         """A GSM8K answer ends in `#### <number>`; without it the reference would silently be the last number

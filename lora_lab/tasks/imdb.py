@@ -9,13 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lora_lab.tasks.base import Example
 from lora_lab.tasks.classification import ClassificationTask, SentimentSchema
 from lora_lab.tasks.registry import TASKS
-from lora_lab.tasks.sources import read_jsonl
+from lora_lab.tasks.sources import local_file, read_jsonl
 
 _BREAK = re.compile(r"(?:<br\s*/?>\s*)+", re.IGNORECASE)
 
@@ -36,5 +35,4 @@ class ImdbTask(ClassificationTask):
         return "\n".join(" ".join(part.split()) for part in _BREAK.split(str(text))).strip()
 
     def local_examples(self, split: str, parse: Callable[[dict[str, Any], str], Example]) -> list[Example]:
-        path = Path(self.cfg.data_dir).expanduser() / f"{split}.jsonl"
-        return read_jsonl(path, ("text", "label"), parse=parse)
+        return read_jsonl(local_file(self.cfg, split), ("text", "label"), parse=parse)

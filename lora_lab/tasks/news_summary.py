@@ -8,7 +8,6 @@ or an XSum sample (`task.eval_split=xsum_test_sample`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lora_lab.config.errors import DataError
@@ -16,7 +15,7 @@ from lora_lab.config.schema import positive
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.rouge import rouge_f
-from lora_lab.tasks.sources import load_hub_split, read_jsonl
+from lora_lab.tasks.sources import load_split_records
 
 TEXT_FIELDS = ("text", "document")  # local Inshorts-style files use `text`, XSum uses `document`
 
@@ -51,9 +50,7 @@ class NewsSummaryTask(Task):
         return Example(prompt=f"{self.cfg.instruction}\n\n{text}", target=summary, system=self.cfg.system_prompt)
 
     def load_split(self, split: str) -> list[Example]:
-        if self.cfg.data_dir:
-            return read_jsonl(Path(self.cfg.data_dir).expanduser() / f"{split}.jsonl", ("summary",), parse=self._example)
-        return load_hub_split(self.cfg, split, ("summary",), parse=self._example)
+        return load_split_records(self.cfg, split, ("summary",), self._example)  # locally `<split>.jsonl`
 
     def score(self, prediction: str, example: Example) -> dict[str, float]:
         return rouge_f(prediction, example.reference)

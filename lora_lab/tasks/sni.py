@@ -27,7 +27,14 @@ from lora_lab.config.schema import ranged
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.registry import TASKS
 from lora_lab.tasks.rouge import exact_match, rouge_f
-from lora_lab.tasks.sources import check_fields, load_hub_split, parse_json_line, read_jsonl, text_lines
+from lora_lab.tasks.sources import (
+    check_fields,
+    data_folder,
+    load_split_records,
+    parse_json_line,
+    read_jsonl,
+    text_lines,
+)
 
 INSTANCES_FILE = "sni_instances.jsonl"
 SUMMARIES_FILE = "sni_tasks.jsonl"
@@ -146,7 +153,7 @@ class SniTask(Task):
             raise ConfigError("task.sni_task", cfg.task.sni_task, "name an SNI task, e.g. task1087_two_number_sum")
 
     def _local_instances(self) -> list[Instance]:
-        folder = Path(self.cfg.data_dir).expanduser()
+        folder = data_folder(self.cfg)
         if not folder.is_dir():
             raise DataError(f"{folder}: data_dir is not a folder")
         for reader in LAYOUTS.values():
@@ -163,13 +170,16 @@ class SniTask(Task):
         return Example(prompt=sni_prompt(definition, instance.input), target=first, reference=instance.output,
                        system=self.cfg.system_prompt, meta={"id": instance.id})
 
+    def _hub_example(self, r: dict[str, Any], where: str) -> Example:
+        """A hub row's `input` is already the full prompt."""
+        return Example(prompt=r["input"].strip(), target=r["output"] if isinstance(r["output"], str) else r["output"][0],
+                       reference=r["output"], system=self.cfg.system_prompt)
+
     def load_split(self, split: str) -> list[Example]:
-        if not self.cfg.data_dir:
-            return [
-                Example(prompt=r["input"].strip(), target=r["output"] if isinstance(r["output"], str) else r["output"][0],
-                        reference=r["output"], system=self.cfg.system_prompt)
-                for r in load_hub_split(self.cfg, split, ("input", "output"))
-            ]
+        return load_split_records(self.cfg, split, ("input", "output"), self._hub_example,
+                                  local=lambda: self._local_split(split))
+
+    def _local_split(self, split: str) -> list[Example]:
         if split not in LOCAL_SPLITS:
             raise ConfigError("task.train_split/eval_split", split, "local SNI data is split in two", choices=LOCAL_SPLITS)
         splits = split_instances(self._local_instances(), self.cfg.sni_task, self.cfg.test_fraction, self.cfg.split_seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +85,30 @@ def check_fields(record: Any, required: Sequence[str], where: str) -> None:
             raise DataError(f"{where}: missing field {key!r} (have: {', '.join(map(str, record))})")
 
 
-def local_file(tcfg, split: str, files: dict[str, str]) -> Path:
+def data_folder(tcfg) -> Path:
+    """`task.data_dir`, with `~` expanded."""
+    return Path(tcfg.data_dir).expanduser()
+
+
+def local_file(tcfg, split: str, files: Mapping[str, str] | None = None) -> Path:
+    """The file of `split` under `task.data_dir`: `files[split]` (a split the table lacks is a config error
+    naming those it has), or `<split>.jsonl` when the task names no table."""
+    if files is None:
+        return data_folder(tcfg) / f"{split}.jsonl"
     if split not in files:
         raise ConfigError("task.train_split/eval_split", split, "no local file for this split", choices=list(files))
-    return Path(tcfg.data_dir).expanduser() / files[split]
+    return data_folder(tcfg) / files[split]
+
+
+def load_split_records(tcfg, split: str, required: Sequence[str], parse: Parse | None = None, *,
+                       local: Callable[[], list[Any]] | None = None) -> list[Any]:
+    """The records of one split, from local files when `task.data_dir` is set, else from the hub
+    (`task.hub_id`): the one place a task's source is picked. Locally `local()` reads the split (by default
+    `<split>.jsonl` with `required` fields, each record given to `parse`); from the hub every row must have the
+    `required` fields and is given to `parse`."""
+    if tcfg.data_dir:
+        return local() if local is not None else read_jsonl(local_file(tcfg, split), required, parse=parse)
+    return load_hub_split(tcfg, split, required, parse=parse)
 
 
 def load_hub_split(tcfg, split: str, required: Sequence[str], parse: Parse | None = None) -> list[Any]:

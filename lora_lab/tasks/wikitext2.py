@@ -27,7 +27,7 @@ from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.config.schema import positive, ranged
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.registry import TASKS
-from lora_lab.tasks.sources import load_hub_split, read_jsonl, text_lines
+from lora_lab.tasks.sources import load_split_records, local_file, read_jsonl, text_lines
 
 log = logging.getLogger("lora_lab")
 
@@ -120,17 +120,17 @@ class Wikitext2Task(Task):
             raise ConfigError("task.stride", tcfg.stride, f"must be in [1, task.context - 1 = {tcfg.context - 1}]")
 
     def _lines(self, split: str) -> list[str]:
-        if not self.cfg.data_dir:
-            return [str(r["text"]).rstrip("\n") for r in load_hub_split(self.cfg, split, ("text",))]
+        return load_split_records(self.cfg, split, ("text",), lambda r, where: str(r["text"]).rstrip("\n"),
+                                  local=lambda: self._local_lines(split))
+
+    def _local_lines(self, split: str) -> list[str]:
         if self.cfg.hub_config not in LOCAL_FILES:
             raise ConfigError("task.hub_config", self.cfg.hub_config, "no local files for this variant",
                               choices=list(LOCAL_FILES))
         files = LOCAL_FILES[self.cfg.hub_config]
-        if split not in files:
-            raise ConfigError("task.train_split/eval_split", split, "no local file for this split", choices=list(files))
-        path = Path(self.cfg.data_dir).expanduser() / files[split]
+        path = local_file(self.cfg, split, files)
         if not path.is_file() and split in DERIVED_SPLITS:
-            derived = Path(self.cfg.data_dir).expanduser() / files[DERIVED_SPLITS[split]]
+            derived = local_file(self.cfg, DERIVED_SPLITS[split], files)
             log.info("wikitext2: no local %s split (%s); training on the %s split", split, path.name, derived.name)
             path = derived
         return READERS[path.suffix](path)
