@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf, open_dict
@@ -114,7 +112,7 @@ def test_validated_config_is_plain_and_read_only() -> None:
         cfg.train.lr = 1.0
 
 
-@pytest.mark.parametrize("task", sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "task").glob("*.yaml")))
+@pytest.mark.parametrize("task", options("task"))
 def test_every_task_lists_the_common_keys(task: str) -> None:
     """A multirun composes its non-swept overrides against the DEFAULT task first, so `-m task=a,b
     task.train_limit=N` only works when every task (the default included) lists the common keys."""
