@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pytest
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
@@ -11,12 +13,13 @@ from lora_lab.commands.saved_run import load_with_adapter
 from lora_lab.config.errors import ConfigError
 from tests.helpers.method_helpers import ALL_METHODS, build, fit, logits, method_cfg, one_thread  # noqa: F401  (one_thread: autouse)
 
-QUICK = {  # a few steps that move every method's trainable weights away from their (often zero) start
+# a few steps that move every method's trainable weights away from their (often zero) start (default: LoRA's)
+QUICK = defaultdict(lambda: ["method.lr=1e-2"], {
     "lora": ["method.lr=1e-2"], "qlora": ["method.lr=1e-2"], "hira": ["method.lr=1e-2"],
     "galore": ["method.lr=3e-3", "method.rank=8", "method.update_proj_gap=2"],
     "sparse_lora": ["method.lr=1e-2", "method.start_step=1", "method.end_step=3"],
     "rosa": ["method.lr=1e-2", "method.mask_warmup_steps=2", "method.density=0.05"],
-}
+})
 
 
 @pytest.fixture(scope="module", params=ALL_METHODS)

@@ -11,6 +11,7 @@ import pytest
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import check_task_keys_exist, other_task_keys, task_keys, validate_config
+from lora_lab.tasks import TASKS
 from tests.helpers.lab_helpers import compose_cfg, shared_data
 from tests.helpers.sweep_helpers import run_cli
 
@@ -33,7 +34,7 @@ def test_a_task_key_composes_for_every_task(task, override, kept) -> None:
         assert name not in cfg.task and name not in task_keys(task) and other_task_keys(raw) == [key]
 
 
-@pytest.mark.parametrize("task", ["arith", "sst2", "wikitext2"])
+@pytest.mark.parametrize("task", TASKS.names())
 def test_a_key_of_no_task_is_one_config_error(task) -> None:
     raw = compose_cfg([f"task={task}", "task.max_input_chr=5"])  # composes: the task node is open
     with pytest.raises(ConfigError) as err:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
@@ -24,16 +25,18 @@ warnings.filterwarnings("ignore", message=".*Merge lora module to 4-bit linear.*
 
 from tests.helpers.lab_helpers import tiny_cfg  # noqa: E402
 
-ALL_METHODS = ("lora", "qlora", "galore", "sparse_lora", "rosa", "hira")
-# Per-method overrides that make a few dozen tiny steps learn visibly (GaLore: full-parameter lr, small rank).
-LEARNS = {
+# Every registered fine-tuning method (kind "finetune": not `none` or `meta`), so a new one is covered at once.
+ALL_METHODS = tuple(name for name in METHODS.names() if METHODS.get(name).kind == "finetune")
+# Per-method overrides that make a few dozen tiny steps learn visibly (GaLore: full-parameter lr, small rank);
+# a method without an entry gets LoRA's.
+LEARNS = defaultdict(lambda: ["method.lr=1e-2"], {
     "lora": ["method.lr=1e-2"],
     "qlora": ["method.lr=1e-2"],
     "galore": ["method.lr=3e-3", "method.rank=8", "method.update_proj_gap=10"],
     "sparse_lora": ["method.lr=1e-2", "method.start_step=5", "method.end_step=15"],
     "rosa": ["method.lr=1e-2", "method.mask_warmup_steps=5", "method.density=0.05"],
     "hira": ["method.lr=1e-2"],
-}
+})
 
 
 @pytest.fixture(autouse=True, scope="module")

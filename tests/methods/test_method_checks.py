@@ -6,7 +6,7 @@ import pytest
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
-from tests.helpers.method_helpers import tiny_cfg
+from tests.helpers.method_helpers import ALL_METHODS, tiny_cfg
 
 BAD = [
     (["method=lora", "method.r=0"], "method.r"),
@@ -42,6 +42,6 @@ def test_bad_settings_fail_with_one_config_error(overrides, key):
     assert err.value.key == key, str(err.value)
 
 
-@pytest.mark.parametrize("method", ["lora", "qlora", "galore", "sparse_lora", "rosa", "hira"])
+@pytest.mark.parametrize("method", ALL_METHODS)
 def test_defaults_are_valid(method):
     validate_config(tiny_cfg(f"method={method}"))
