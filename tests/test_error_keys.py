@@ -9,6 +9,7 @@ each one up in the configs `lora-lab --cfg job` prints, one per option of every 
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -33,6 +34,12 @@ NOT_CONFIG_KEYS = {
     "task eval_mode": "a Task class's eval_mode attribute (evaluation registry), set in code",
     "method kind": "a Method class's kind attribute (recipe registry), set in code",
 }
+
+
+# A dotted key of a config group in any message or docstring (`method.top_k`, `metric.kl_epsilon=...`); not
+# inside a longer name (`cfg.task.name`, a path) and not a file name (`train.tsv`, `model.safetensors`).
+DOTTED_KEY = re.compile(rf"(?<![\w./-])((?:{'|'.join((*GROUPS, 'train', 'eval'))})\.[a-z_]+(?:\.[a-z_]+)*)")
+FILE_SUFFIXES = {"json", "jsonl", "log", "pt", "safetensors", "tsv", "txt", "yaml"}
 
 
 def _is_config_error(call: ast.Call) -> bool:
@@ -64,6 +71,20 @@ def named_keys() -> dict[str, list[str]]:
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 where = f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno}"
                 keys.setdefault(arg.value, []).append(where)
+    return keys
+
+
+def keys_in_text() -> dict[str, list[str]]:
+    """Dotted config keys named in the text of string literals (messages, docstrings) -> `path:line`."""
+    keys: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for match in DOTTED_KEY.finditer(node.value):
+                    key = match.group(1)
+                    if key.rpartition(".")[2] not in FILE_SUFFIXES:
+                        where = f"{path.relative_to(PACKAGE_DIR.parent)}:{node.lineno}"
+                        keys.setdefault(key, []).append(where)
     return keys
 
 
@@ -108,6 +129,19 @@ def test_every_key_named_in_an_error_exists_in_the_composed_config() -> None:
     unknown = {key: where for key, where in named_keys().items()
                if not key.startswith("--") and key not in NOT_CONFIG_KEYS and not key_exists(key)}
     assert unknown == {}, f"error keys that no composed config has: {unknown}"
+
+
+def test_the_text_collector_finds_keys_in_messages_but_not_file_or_attribute_names() -> None:
+    keys = keys_in_text()
+    assert "metric.kl_epsilon" in keys  # in meta/coefficients.py a ValueError names it in its message
+    assert "train.tsv" not in keys and "model.safetensors" not in keys
+    assert DOTTED_KEY.findall("set meta.combine.top_k or cfg.method.top_k") == []  # not a group; an attribute
+    assert DOTTED_KEY.findall("`method.rnak=4`") == ["method.rnak"]
+
+
+def test_every_key_named_in_a_message_or_docstring_exists_in_the_composed_config() -> None:
+    unknown = {key: where for key, where in keys_in_text().items() if not key_exists(key)}
+    assert unknown == {}, f"keys named in messages or docstrings that no composed config has: {unknown}"
 
 
 def test_the_allowlist_holds_no_real_keys_and_nothing_stale() -> None:

@@ -135,5 +135,5 @@ def compute_coefficients(
     if empty.size:
         raise ValueError(f"target rows {empty.tolist()[:10]} exclude every bank member; nothing to combine")
     if not np.isfinite(distances[allowed]).all():
-        raise ValueError("distances must be finite on allowed entries (use kl epsilon > 0)")
+        raise ValueError("distances must be finite on allowed entries (with metric=kl, set metric.kl_epsilon > 0)")
     return rule(distances, allowed, float(temperature), transform)
