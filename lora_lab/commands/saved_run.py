@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lora_lab.config.compose import compose_config
@@ -47,9 +46,3 @@ def load_with_adapter(folder: Path, overrides: Sequence[str] = ()):
     base, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
     model = load_adapter(method.prepare_loaded(base), folder)
     return cfg, model.eval(), tokenizer
-
-
-def no_grad_eval(model: torch.nn.Module) -> torch.nn.Module:
-    model.eval()
-    model.requires_grad_(False)
-    return model

@@ -6,7 +6,6 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lora_lab.report.collect import MISSING, JobRecord
@@ -25,12 +24,6 @@ def csv_text(records: Sequence[JobRecord]) -> str:
     for r in records:
         writer.writerow({**r.metrics, **r.overrides, "job": r.num, "status": r.status})
     return buffer.getvalue()
-
-
-def write_csv(records: Sequence[JobRecord], path: Path) -> None:
-    from lora_lab.utils.io import atomic_write_text
-
-    atomic_write_text(path, csv_text(records))
 
 
 def label(record: JobRecord, keys: Sequence[str]) -> str:

@@ -72,10 +72,6 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def is_main_process() -> bool:
-    return rank_and_world()[0] == 0
-
-
 def backend_for(hardware: DictConfig) -> str:
     backend = hardware.get("distributed_backend", "auto")
     if backend and backend != "auto":

@@ -11,12 +11,10 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from lora_lab.config.schema import CUDA_ONLY_OPTIMIZERS
 from lora_lab.registry import Registry
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], float, float], torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer", "train.optimizer")
-NEEDS_CUDA = CUDA_ONLY_OPTIMIZERS
 
 
 @OPTIMIZERS.register("adamw")
