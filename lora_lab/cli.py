@@ -21,12 +21,11 @@ from lora_lab.config.precheck import check_overrides
 from lora_lab.config.resolvers import register_resolvers
 from lora_lab.jobs import run_job
 from lora_lab.summary import summary_table
-
-# bitsandbytes warns at import about optional CPU kernels it can do without; keep run logs readable.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+from lora_lab.utils.quiet import quiet_known_noise
 
 log = logging.getLogger("lora_lab")
 
+quiet_known_noise()  # before register_resolvers, which imports the methods and with them peft and bitsandbytes
 register_resolvers()
 
 

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from lora_lab.config.resolvers import register_resolvers
 from lora_lab.jobs import run_job
+from lora_lab.utils.quiet import quiet_known_noise
 
 USAGE = "usage: python -m lora_lab.rank_entry <config.yaml> <run_dir>"
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2:
         print(USAGE, file=sys.stderr)
         return 2
+    quiet_known_noise()
     register_resolvers()
     cfg = OmegaConf.load(args[0])
     try:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lora_lab.commands.saved_run import load_with_adapter
 from lora_lab.config.errors import ConfigError, exit_on_input_error
+from lora_lab.utils.quiet import quiet_known_noise
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def merge_to_folder(adapter: Path, out: Path, overrides: list[str] | None = None) -> Path:
+    from lora_lab.commands.saved_run import load_with_adapter  # imports peft: after quiet_known_noise in main
     from lora_lab.methods.adapters import merge_adapter
 
     if out.exists():
@@ -37,6 +38,7 @@ def merge_to_folder(adapter: Path, out: Path, overrides: list[str] | None = None
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_known_noise()
     args = parse_args(argv)
     with exit_on_input_error("lora-lab-merge"):
         print(merge_to_folder(args.adapter, args.out, args.overrides))
