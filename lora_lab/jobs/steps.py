@@ -25,9 +25,16 @@ def evaluate(ctx: JobContext, model, tokenizer, task: Task, examples: list[Examp
     )
     if ctx.cfg.eval.save_predictions:
         result.save_predictions(ctx.run_dir / f"predictions_{stage}.jsonl")
-    metrics = {f"{stage}_{key}": value for key, value in result.metrics.items()}
+    metrics = stage_metrics(result.metrics, stage)
     ctx.logger.log(metrics)
     return metrics
+
+
+def stage_metrics(metrics: dict[str, float], stage: str) -> dict[str, float]:
+    """`<stage>_<name>`, one prefix each: an evaluator's own `eval_` names (`eval_seconds`, `eval_examples`) stay
+    as they are for the `eval` stage (method=none) instead of becoming `eval_eval_...`; `before_eval_seconds`,
+    `after_accuracy`, `eval_accuracy`."""
+    return {key if key.startswith(f"{stage}_") else f"{stage}_{key}": value for key, value in metrics.items()}
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

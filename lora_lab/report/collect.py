@@ -44,14 +44,15 @@ class JobRecord:
 def with_derived(metrics: dict[str, Any]) -> dict[str, Any]:
     """Add what follows from recorded numbers, so sweeps written before a field existed still report it, and
     fine-tuning and eval-only jobs share a column: `trainable_pct` = 100 · trainable_params / total_params;
-    `eval_examples_per_s` = the final evaluation's throughput (`after_...`, or `eval_...` of method=none)."""
+    `eval_examples_per_s` = the final evaluation's throughput (`after_eval_examples_per_s`; method=none records
+    `eval_examples_per_s` itself, jobs written before the stage prefix stopped doubling `eval_eval_examples_per_s`)."""
     derived = dict(metrics)
     trainable, total = metrics.get("trainable_params"), metrics.get("total_params")
     if isinstance(trainable, int) and isinstance(total, int) and total > 0:
         derived.setdefault("trainable_pct", 100.0 * trainable / total)
-    for stage in ("after", "eval"):
-        if f"{stage}_eval_examples_per_s" in metrics:
-            derived.setdefault("eval_examples_per_s", metrics[f"{stage}_eval_examples_per_s"])
+    for key in ("after_eval_examples_per_s", "eval_eval_examples_per_s"):
+        if key in metrics:
+            derived.setdefault("eval_examples_per_s", metrics[key])
     return derived
 
 

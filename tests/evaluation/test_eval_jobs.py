@@ -15,7 +15,7 @@ METRICS = {
     "imdb": ["eval_accuracy", "eval_macro_f1"],
     "agnews": ["eval_accuracy", "eval_macro_f1"],
     "news_summary": ["eval_rouge1", "eval_rouge2", "eval_rougeL"],
-    "wikitext2": ["eval_perplexity", "eval_mean_nll", "eval_eval_tokens"],
+    "wikitext2": ["eval_perplexity", "eval_mean_nll", "eval_tokens"],
     "sni": ["eval_rougeL", "eval_exact_match"],
 }
 
@@ -36,8 +36,10 @@ def test_method_none_evaluates_each_task(task, run_dir):
         assert isinstance(metrics[key], int | float), key
     assert metrics["score"] == metrics[METRICS[task][0]]
     assert predictions and {"input", "target", "prediction"} <= set(predictions[0])
+    assert not [key for key in metrics if key.startswith("eval_eval_")]  # one stage prefix: eval_seconds
+    assert metrics["eval_seconds"] > 0
     if task != "wikitext2":
-        assert len(predictions) == 6
+        assert len(predictions) == metrics["eval_examples"] == 6
 
 
 def test_classification_finetune_on_label_words(run_dir):

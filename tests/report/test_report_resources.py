@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from lora_lab.report import cli as report_cli
 from lora_lab.report.cli import main
+from lora_lab.report.collect import with_derived
 from tests.helpers.sweep_helpers import TINY_JOB
 
 # -m method=lora,qlora task=arith,sst2: jobs 0-2 ok with resource metrics and loss histories, job 3 failed
@@ -65,6 +66,13 @@ def test_resources_is_one_table_with_a_row_per_job(tmp_path: Path, capsys) -> No
         assert (sweep / name).read_bytes()[:4] == b"\x89PNG"
     assert not (sweep / "results.md").exists()  # the score table of a plain report is not overwritten
     assert "loss_curves.png" in capsys.readouterr().out
+
+
+def test_the_eval_throughput_column_is_the_final_evaluation_of_either_recipe() -> None:
+    assert with_derived({"before_eval_examples_per_s": 2.0, "after_eval_examples_per_s": 3.0})[
+        "eval_examples_per_s"] == 3.0
+    assert with_derived({"eval_examples_per_s": 4.0})["eval_examples_per_s"] == 4.0  # method=none
+    assert with_derived({"eval_eval_examples_per_s": 5.0})["eval_examples_per_s"] == 5.0  # its name before the fix
 
 
 @pytest.mark.parametrize(("args", "header", "first_row"), [
