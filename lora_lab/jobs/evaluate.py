@@ -53,6 +53,7 @@ def evaluate_only(ctx: JobContext) -> dict:
         check_shapes(files, model, cfg.model.name)  # again on the real model (GGUF sources have no layout early)
         model = load_adapter(model, files.folder)  # any method's format (RoSA's sparse part, GaLore deltas)
     model.to(ctx.device)
+    model.requires_grad_(False)  # nothing is trained here: trainable_params 0, total_params the model's (+ adapter)
     metrics = count_parameters(model)
     if "quantization_config" in load_kwargs:  # packed 4-bit storage holds two values per byte
         from lora_lab.methods.qlora import unpacked_numel
