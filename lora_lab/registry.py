@@ -29,6 +29,15 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def option(self, cls: T) -> T:
+        """Register a class (a method, a task) under its schema's `name` default, which also becomes
+        `cls.name`: the schema is the one place the option's name is spelled (its YAML file's name is checked
+        against it by the defaults test)."""
+        name = cls.schema.name
+        cls.name = name
+        self.add(name, cls)
+        return cls
+
     def add(self, name: str, obj: T) -> None:
         self.register(name)(obj)
 

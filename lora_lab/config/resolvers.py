@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lora_lab.config.schema import register_schemas
+from lora_lab.config.store import register_schemas
 
 
 def _run_token() -> str:

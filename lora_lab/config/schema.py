@@ -142,10 +142,13 @@ CUDA_ONLY_OPTIMIZERS = ("paged_adamw_8bit", "paged_adamw_32bit")  # bitsandbytes
 
 @dataclass
 class TrainConfig:
-    max_steps: int = ranged(100, ge=0)  # optimizer steps; 0 saves the initial adapter (no train loss)
+    max_steps: int = ranged(60, ge=0)  # optimizer steps; 0 saves the initial adapter (no train loss)
     batch_size: int = positive(8)
     grad_accum: int = positive(1)
-    lr: float = ranged(2e-4, gt=0)
+    # rows per forward/backward pass (null: the whole batch); the gradient is the batch's, the activation
+    # memory alive at once shrinks to a micro-batch's
+    micro_batch_size: int | None = positive(None)
+    lr: float = ranged(1e-3, gt=0)
     weight_decay: float = ranged(0.0, ge=0)
     warmup_ratio: float = ranged(0.05, ge=0, le=1)
     scheduler: str = choice("linear", "linear", "cosine", "constant", "constant_with_warmup")
@@ -183,21 +186,3 @@ class RootConfig:
     overwrite: bool = False  # rerun a finished/other-config run dir afresh; the old result is moved aside
     adapter_path: str | None = None  # evaluate (method=none) or continue from this adapter
     print_summary: bool = True
-
-
-def register_schemas() -> None:
-    """Put the fixed-key schemas in Hydra's ConfigStore under `schema/`, so the root config can lay them under
-    the YAML options: every key then exists (overridable without `+`) and Hydra type-checks at composition."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    store = ConfigStore.instance()
-    for package, node in (("model", ModelConfig), ("metric", MetricConfig), ("hardware", HardwareConfig),
-                          ("logger", LoggerConfig), ("train", TrainConfig), ("eval", EvalConfig)):
-        store.store(group="schema", name=package, node=node, package=package)
-    # Task keys differ from task to task, and a multirun composes its overrides against the default task first:
-    # the task node is an open mapping, so `task.<key>=v` composes for any task (no `++`), and validation checks
-    # the keys against the task schemas (validate.py: another task's key is set aside, a key of none is refused).
-    open_task = OmegaConf.create({})
-    OmegaConf.set_struct(open_task, False)
-    store.store(group="schema", name="task", node=open_task, package="task")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -49,6 +50,7 @@ def check_section(prefix: str, node: Any, schema_cls: type) -> DictConfig:
             f"{prefix}.{key}", getattr(err, "value", None), f"wrong type: {_first_line(err)}"
             + (f" (expected {expected})" if expected else "")
         ) from None
+    hints = typing.get_type_hints(schema_cls)  # the fields' types as classes (annotations are strings here)
     for field in dataclasses.fields(schema_cls):
         value = merged[field.name]
         choices = field.metadata.get("choices")
@@ -58,8 +60,9 @@ def check_section(prefix: str, node: Any, schema_cls: type) -> DictConfig:
         if domain is not None and not domain.allows(value):
             finite = "" if isinstance(value, int) or value is None or math.isfinite(value) else "a finite number "
             raise ConfigError(f"{prefix}.{field.name}", value, f"must be {finite}{domain}")
-        if dataclasses.is_dataclass(field.type if isinstance(field.type, type) else None):
-            check_section(f"{prefix}.{field.name}", node.get(field.name, {}), field.type)
+        nested = hints.get(field.name)
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            check_section(f"{prefix}.{field.name}", node.get(field.name, OmegaConf.create({})), nested)
     return merged
 
 

@@ -47,7 +47,7 @@ class GaloreSchema:
     )
     optimizer: str = choice("auto", "auto", "adamw", "adamw8bit")
     freeze_embeddings: bool = False  # keep input (and tied output) embeddings fixed
-    lr: float | None = ranged(None, gt=0)  # overrides train.lr for this method
+    lr: float | None = ranged(1e-4, gt=0)  # overrides train.lr: GaLore trains full weights, so lower than LoRA's
 
 
 def _adamw(groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -106,9 +106,8 @@ def _projector_tensors(value: Any) -> list[torch.Tensor]:
     return [matrix] if torch.is_tensor(matrix) else list(matrix)
 
 
-@METHODS.register("galore")
+@METHODS.option
 class GaloreMethod(Method):
-    name = "galore"
     schema = GaloreSchema
     adapter_format = FORMAT
 

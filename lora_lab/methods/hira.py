@@ -41,9 +41,8 @@ def hira_config(mcfg, task_type: str | None = "CAUSAL_LM", modules_to_save: list
     )
 
 
-@METHODS.register("hira")
+@METHODS.option
 class HiraMethod(Method):
-    name = "hira"
     schema = HiraSchema
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:

@@ -11,6 +11,15 @@ from lora_lab.methods.registry import METHODS
 
 
 @dataclass
+class MetaMlpSchema:
+    """The learned distance transform of version=mlp (meta/mlp.py): its width and how long it trains."""
+
+    hidden: int = positive(16)
+    steps: int = positive(300)
+    learning_rate: float = ranged(0.01, gt=0)
+
+
+@dataclass
 class MetaSchema:
     name: str = "meta"
     version: str = choice("normalized", "base", "normalized", "mlp", "uniform", "nearest")
@@ -22,12 +31,11 @@ class MetaSchema:
     top_k: int = positive(8)
     svd_rank: int | None = positive(None)
     exclude: str = choice("self", "self", "source")  # leave-one-out or leave-source-out
-    mlp: dict = field(default_factory=dict)
+    mlp: MetaMlpSchema = field(default_factory=lambda: MetaMlpSchema())  # version=mlp's learned transform
 
 
-@METHODS.register("meta")
+@METHODS.option
 class MetaMethod(Method):
-    name = "meta"
     kind = "meta"
     schema = MetaSchema
 

@@ -15,8 +15,7 @@ class NoneSchema:
     adapter_base: str = choice("recorded", "recorded", "config")
 
 
-@METHODS.register("none")
+@METHODS.option
 class NoMethod(Method):
-    name = "none"
     kind = "eval"
     schema = NoneSchema

@@ -55,9 +55,8 @@ def warmup_steps(cfg) -> int:
     return max(1, min(wanted, int(cfg.train.max_steps) // 2))
 
 
-@METHODS.register("rosa")
+@METHODS.option
 class RosaMethod(LoraMethod):
-    name = "rosa"
     supports_fsdp = False
     schema = RosaSchema
     adapter_format = "rosa"

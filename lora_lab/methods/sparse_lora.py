@@ -51,9 +51,8 @@ def lora_factors(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]
     return [(n, p) for n, p in model.named_parameters() if any(f".{k}." in n for k in FACTOR_KEYS)]
 
 
-@METHODS.register("sparse_lora")
+@METHODS.option
 class SparseLoraMethod(LoraMethod):
-    name = "sparse_lora"
     supports_fsdp = False
     schema = SparseLoraSchema
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lora_lab.config.schema import positive
 from lora_lab.tasks.base import Example
 from lora_lab.tasks.classification import ClassificationSchema, ClassificationTask
 from lora_lab.tasks.registry import TASKS
@@ -24,6 +25,7 @@ _ENTITY = re.compile(r"&?#(\d{2,4});")
 @dataclass
 class AgnewsSchema(ClassificationSchema):
     name: str = "agnews"
+    eval_limit: int | None = positive(200)  # a quick evaluation by default; null: the whole split
     hub_id: str | None = "fancyzhx/ag_news"
     num_labels: int = 4
     label_words: list[str] = field(default_factory=lambda: ["World", "Sports", "Business", "Technology"])
@@ -31,9 +33,8 @@ class AgnewsSchema(ClassificationSchema):
                         "Reply with one word.")
 
 
-@TASKS.register("agnews")
+@TASKS.option
 class AgnewsTask(ClassificationTask):
-    name = "agnews"
     schema = AgnewsSchema
     class_names = ("World", "Sports", "Business", "Sci/Tech")
 

@@ -30,6 +30,7 @@ TEMPLATES = {
 @dataclass
 class ArithSchema(TaskSchema):
     name: str = "arith"
+    eval_limit: int | None = positive(50)  # a quick evaluation by default; null: the whole split
     num_train: int = positive(2000)
     num_test: int = positive(200)
     max_operand: int = positive(30)
@@ -49,9 +50,8 @@ def make_problem(rng: random.Random, max_operand: int) -> tuple[str, int]:
     return question, answer_of(a, b)
 
 
-@TASKS.register("arith")
+@TASKS.option
 class ArithTask(Task):
-    name = "arith"
     schema = ArithSchema
     primary_metric = "accuracy"
     stop_strings = ["\n"]

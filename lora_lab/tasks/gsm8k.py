@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lora_lab.config.errors import DataError
+from lora_lab.config.schema import positive
 from lora_lab.tasks.answers import answers_match, final_answer
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.registry import TASKS
@@ -16,15 +17,15 @@ FIELDS = ("question", "answer")
 @dataclass
 class Gsm8kSchema(TaskSchema):
     name: str = "gsm8k"
+    eval_limit: int | None = positive(200)  # a quick evaluation by default; null: the whole split
     hub_id: str | None = "openai/gsm8k"
     hub_config: str | None = "main"
     max_new_tokens: int = 256
     instruction: str = "Solve the math problem step by step. End your answer with '#### ' followed by the final number."
 
 
-@TASKS.register("gsm8k")
+@TASKS.option
 class Gsm8kTask(Task):
-    name = "gsm8k"
     schema = Gsm8kSchema
     primary_metric = "accuracy"
 

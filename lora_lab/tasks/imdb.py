@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lora_lab.config.schema import positive
 from lora_lab.tasks.base import Example
 from lora_lab.tasks.classification import ClassificationTask, SentimentSchema
 from lora_lab.tasks.registry import TASKS
@@ -22,12 +23,12 @@ _BREAK = re.compile(r"(?:<br\s*/?>\s*)+", re.IGNORECASE)
 @dataclass
 class ImdbSchema(SentimentSchema):
     name: str = "imdb"
+    eval_limit: int | None = positive(200)  # a quick evaluation by default; null: the whole split
     hub_id: str | None = "stanfordnlp/imdb"
 
 
-@TASKS.register("imdb")
+@TASKS.option
 class ImdbTask(ClassificationTask):
-    name = "imdb"
     schema = ImdbSchema
     class_names = ("negative", "positive")
 

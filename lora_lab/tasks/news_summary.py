@@ -23,15 +23,15 @@ TEXT_FIELDS = ("text", "document")  # local Inshorts-style files use `text`, XSu
 @dataclass
 class NewsSummarySchema(TaskSchema):
     name: str = "news_summary"
+    eval_limit: int | None = positive(200)  # a quick evaluation by default; null: the whole split
     hub_id: str | None = "EdinburghNLP/xsum"
     max_new_tokens: int = 48
     max_input_chars: int | None = positive(4000)  # XSum articles run long; Inshorts ones are ~400 characters
     instruction: str = "Write a one-sentence headline that summarises this news article. Reply with the headline only."
 
 
-@TASKS.register("news_summary")
+@TASKS.option
 class NewsSummaryTask(Task):
-    name = "news_summary"
     schema = NewsSummarySchema
     primary_metric = "rougeL"
     stop_strings = ["\n"]

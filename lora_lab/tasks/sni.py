@@ -136,9 +136,8 @@ def sni_prompt(definition: str | None, text: str) -> str:
     return f"{head}Now complete the following example -\nInput: {text}\nOutput:"
 
 
-@TASKS.register("sni")
+@TASKS.option
 class SniTask(Task):
-    name = "sni"
     schema = SniSchema
     primary_metric = "rougeL"
 

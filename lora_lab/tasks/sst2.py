@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lora_lab.config.schema import positive
 from lora_lab.tasks.base import Example
 from lora_lab.tasks.classification import ClassificationTask, SentimentSchema
 from lora_lab.tasks.registry import TASKS
@@ -21,13 +22,13 @@ LOCAL_FILES = {"train": "train.tsv", "dev": "dev.tsv", "validation": "test.tsv",
 @dataclass
 class Sst2Schema(SentimentSchema):
     name: str = "sst2"
+    eval_limit: int | None = positive(200)  # a quick evaluation by default; null: the whole split
     hub_id: str | None = "stanfordnlp/sst2"
     eval_split: str = "validation"
 
 
-@TASKS.register("sst2")
+@TASKS.option
 class Sst2Task(ClassificationTask):
-    name = "sst2"
     schema = Sst2Schema
     class_names = ("negative", "positive")
     hub_text_field = "sentence"

@@ -105,9 +105,8 @@ class Wikitext2Schema(TaskSchema):
     encoder_kind: str = "masked_lm"  # the head an encoder model takes on this task (encoder model configs read it)
 
 
-@TASKS.register("wikitext2")
+@TASKS.option
 class Wikitext2Task(Task):
-    name = "wikitext2"
     schema = Wikitext2Schema
     eval_mode = "perplexity"
     primary_metric = "perplexity"  # lower is better

@@ -26,7 +26,7 @@ BAD = [
     (["method=rosa", "method.mask_warmup_steps=0"], "method.mask_warmup_steps"),
     (["method=rosa", "method.init_lora_weights=pissa"], "method.init_lora_weights"),
     (["method=rosa", "method.sparse_backend=cusparse"], "method.sparse_backend"),
-    (["method=rosa", "+method.use_dora=true"], "method.use_dora"),
+    (["method=rosa", "method.use_dora=true"], "method.use_dora"),
     (["method=sparse_lora", "method.target_sparsity=1.0"], "method.target_sparsity"),
     (["method=sparse_lora", "method.target_sparsity=-0.1"], "method.target_sparsity"),
     (["method=sparse_lora", "method.schedule=linear"], "method.schedule"),
