@@ -68,6 +68,7 @@ def run_case(args) -> dict:
     from lora_lab.tasks import TASKS
     from lora_lab.training.featurizers import featurizer_for
     from lora_lab.training.loop import train
+    from lora_lab.training.optimization import Optimization, build_scheduler
     from lora_lab.utils.memory import PeakMemory
 
     case = args.case
@@ -80,8 +81,7 @@ def run_case(args) -> dict:
     method = METHODS.get(cfg.method.name)(cfg)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
-    if not getattr(model, "is_loaded_in_4bit", False):
-        model.to(device)
+    model = method.place(model, device)
     torch.manual_seed(cfg.seed)
     model = method.apply(model)
     tensors = [*model.parameters(), *model.buffers()]
@@ -91,6 +91,7 @@ def run_case(args) -> dict:
     optimizer = (
         Method.build_optimizer(method, model) if case == "full_adamw" else method.build_optimizer(model)
     )
+    optimization = Optimization(optimizer, build_scheduler(optimizer, cfg.train))
     featurize = featurizer_for(cfg.model.kind)
     features = [
         featurize(tokenizer, ex, cfg.model.use_chat_template, cfg.train.max_seq_len) for ex in examples
@@ -103,7 +104,8 @@ def run_case(args) -> dict:
     rss_before_train = psutil.Process().memory_info().rss / 2**20
     with PeakMemory(interval=0.01) as mem:
         result = train(
-            model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=device, optimizer=optimizer
+            model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=device,
+            optimization=optimization,
         )
     from lora_lab.methods.galore import optimizer_state_bytes
 

@@ -13,8 +13,8 @@ import pytest
 SMOKE = ["experiment=smoke", "train.max_steps=2", "task.num_train=16", "task.eval_limit=4", "print_summary=false"]
 
 
-def run_cli(args: list[str], outputs: Path, *, module: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LORA_LAB_OUTPUTS": str(outputs), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+def run_cli(args: list[str], outputs: Path, *, module: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LORA_LAB_OUTPUTS": str(outputs), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **extra_env}
     env.pop("LORA_LAB_RUN_TOKEN", None)
     command = [sys.executable, "-m", "lora_lab", *args] if module else ["lora-lab", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -40,9 +40,10 @@ def test_multirun_over_two_methods_writes_two_run_dirs(tmp_path: Path) -> None:
 @pytest.mark.parametrize("launcher", ["basic", "local"])
 def test_a_failing_job_in_a_multirun_is_recorded_the_others_finish_and_the_sweep_exits_1(
         tmp_path: Path, launcher: str) -> None:
-    # gsm8k without data_dir needs the hub, which tests never reach: that job fails cleanly
+    # gsm8k without data_dir (LORA_LAB_DATA unset) needs the hub, which tests never reach: that job fails cleanly
     generic = ["model=tiny", "train.max_steps=2", "task.eval_limit=4", "print_summary=false"]
-    result = run_cli(["-m", *generic, "method=none", "task=arith,gsm8k", f"hydra/launcher={launcher}"], tmp_path)
+    result = run_cli(["-m", *generic, "method=none", "task=arith,gsm8k", f"hydra/launcher={launcher}"], tmp_path,
+                     LORA_LAB_DATA="")
     assert result.returncode == 1, result.stderr[-2000:]
     by_task = {m.get("task"): m for m in metrics_files(tmp_path / "multiruns")}
     assert by_task["arith"]["status"] == "ok"

@@ -15,6 +15,7 @@ import torch
 
 from lora_lab.config.errors import ConfigError, exit_on_input_error
 from lora_lab.methods.adapter_files import ADAPTER_CONFIG
+from lora_lab.models.kinds import KINDS, kind_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,8 +38,9 @@ def load(folder: Path, overrides: list[str]):
         from lora_lab.commands.saved_run import load_with_adapter
 
         cfg, model, tokenizer = load_with_adapter(folder, overrides)
-        if cfg.model.kind != "causal_lm":
-            raise ConfigError("model.kind", cfg.model.kind, "generation needs a causal LM", choices=["causal_lm"])
+        if not kind_of(cfg).causal:
+            raise ConfigError("model.kind", cfg.model.kind, "generation needs a causal LM",
+                              choices=[k for k in KINDS.names() if KINDS.get(k).causal])
         return model, tokenizer, bool(cfg.model.use_chat_template)
     if not (folder / "config.json").is_file():
         raise ConfigError("model", str(folder), f"neither an adapter ({ADAPTER_CONFIG}) nor a model (config.json)")

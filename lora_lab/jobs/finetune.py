@@ -34,9 +34,7 @@ def finetune(ctx: JobContext) -> dict:
     model, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
     if skeleton is None:  # no config without the weights (GGUF): still before the first evaluation
         check_targets(cfg, model)
-    model = method.prepare_loaded(model)
-    if not getattr(model, "is_quantized", False) and not getattr(model, "is_loaded_in_4bit", False):
-        model.to(ctx.device)
+    model = method.place(method.prepare_loaded(model), ctx.device)
     metrics: dict = {}
     if cfg.eval.before:
         metrics.update(evaluate(ctx, model, tokenizer, task, eval_examples, "before"))
@@ -54,10 +52,10 @@ def finetune(ctx: JobContext) -> dict:
     checkpoints = Checkpointing(ctx, model, method, rank=rank)
     progress = ProgressLog(ctx.run_dir, cfg.train.log_every, cfg.train.max_steps) if rank == 0 else None
 
-    def on_step(state, extras):
-        checkpoints.on_step(state, extras)
+    def on_step(state, optimization):
+        checkpoints.on_step(state, optimization)
         if progress is not None:
-            progress.on_step(state, extras)
+            progress.on_step(state, optimization)
 
     try:
         result = train(
@@ -89,7 +87,7 @@ def finetune(ctx: JobContext) -> dict:
             save_atomically(lambda folder: method.save(model, folder, state_dict=gathered), ctx.adapter_dir)
         if cfg.eval.after:  # the sharded model only runs with every rank; evaluate a fresh copy with the adapter
             base, _ = load_model_and_tokenizer(cfg, method.model_load_kwargs())  # same tokenizer
-            model = load_adapter(method.prepare_loaded(base).to(ctx.device), ctx.adapter_dir)
+            model = load_adapter(method.place(method.prepare_loaded(base), ctx.device), ctx.adapter_dir)
     else:
         save_atomically(lambda folder: method.save(model, folder), ctx.adapter_dir)
 

@@ -49,6 +49,11 @@ class Method:
         """Adjust the model right after loading, before anything runs it (QLoRA: keep CPU 4-bit layers trainable)."""
         return model
 
+    def place(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """Put the loaded model on the run's device. A method whose loader lays the weights out itself (QLoRA:
+        bitsandbytes places 4-bit storage on load, and it cannot be moved) overrides this."""
+        return model.to(device)
+
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 

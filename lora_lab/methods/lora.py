@@ -15,6 +15,8 @@ from lora_lab.config.schema import choice, positive, ranged
 from lora_lab.methods.adapters import write_record
 from lora_lab.methods.base import Method
 from lora_lab.methods.registry import METHODS
+from lora_lab.models.kinds import kind_of
+from lora_lab.models.structure import head_modules
 
 # Inits that rewrite the base weights (W0 -> W0 - B0·A0): the saved adapter is converted by peft into a plain
 # rank-2r LoRA against the original base, so it still loads on an untouched model.
@@ -60,23 +62,16 @@ def check_lora_keys(cfg) -> None:
 
 
 def peft_task_type(cfg) -> str | None:
-    return PEFT_TASK_TYPES[cfg.model.kind]
-
-
-# masked LMs: no peft task wrapper (its forward would add causal-LM arguments); the plain PeftModel suffices
-PEFT_TASK_TYPES = {"causal_lm": "CAUSAL_LM", "sequence_classification": "SEQ_CLS", "masked_lm": None}
+    return kind_of(cfg).peft_task_type
 
 
 def head_to_save(cfg, model: torch.nn.Module) -> list[str]:
     """A classifier's head (fresh weights): trained in full beside the adapter and saved with it."""
-    from lora_lab.models.structure import head_modules
-
     return head_modules(model, cfg.model.kind)
 
 
-@METHODS.register("lora")
+@METHODS.option
 class LoraMethod(Method):
-    name = "lora"
     schema = LoraSchema
     supports_fsdp = True
 

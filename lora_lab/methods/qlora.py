@@ -31,6 +31,7 @@ from lora_lab.methods.adapters import ADAPTER_FORMATS, AdapterFormat, method_rec
 from lora_lab.methods.lora import LoraMethod, LoraSchema, head_to_save, lora_config, peft_task_type
 from lora_lab.methods.registry import METHODS
 from lora_lab.models import DTYPES
+from lora_lab.models.kinds import kind_of
 
 # Inits that need full-precision base weights (PiSSA/orthogonal fail on 4-bit ones) or rewrite the quantised
 # base (OLoRA: the adapter would not fit an untouched 4-bit model).
@@ -62,7 +63,7 @@ def classifier_head(cfg) -> list[str] | None:
     4-bit storage that is neither trainable nor loadable (the head is trained in full and saved instead)."""
     from lora_lab.models.structure import empty_model, head_modules
 
-    if cfg.model.kind != "sequence_classification":
+    if not kind_of(cfg).has_head:
         return None
     skeleton = empty_model(cfg)
     return head_modules(skeleton, cfg.model.kind) if skeleton is not None else HEAD_NAMES
@@ -88,9 +89,8 @@ def unpacked_numel(param: torch.nn.Parameter) -> int:
     return state.shape.numel() if state is not None else param.numel()
 
 
-@METHODS.register("qlora")
+@METHODS.option
 class QloraMethod(LoraMethod):
-    name = "qlora"
     supports_fsdp = False
     schema = QloraSchema
     adapter_format = "peft_4bit"
@@ -107,6 +107,9 @@ class QloraMethod(LoraMethod):
 
     def prepare_loaded(self, model: torch.nn.Module) -> torch.nn.Module:
         return keep_4bit_trainable(model)
+
+    def place(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        return model  # 4-bit storage stays where bitsandbytes laid it out on load
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
         model = prepare_model_for_kbit_training(

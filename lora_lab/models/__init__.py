@@ -23,7 +23,7 @@ from transformers import (
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.models.gguf import cached_dequantised, default_cache_root, find_packaged_gguf
-from lora_lab.models.kinds import AUTO_CLASSES
+from lora_lab.models.kinds import KINDS
 from lora_lab.models.packaged import find_packaged_folder
 from lora_lab.models.tiny import build_char_tokenizer, build_tiny_model, is_encoder
 from lora_lab.registry import Registry
@@ -33,7 +33,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _auto_class(mcfg: DictConfig):
-    return AUTO_CLASSES[mcfg.kind]
+    return KINDS.get(mcfg.kind).auto_class
 
 
 def _common_kwargs(mcfg: DictConfig, extra: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _common_kwargs(mcfg: DictConfig, extra: dict[str, Any]) -> dict[str, Any]:
         kwargs["dtype"] = torch.float32
     if mcfg.attn_implementation:
         kwargs["attn_implementation"] = mcfg.attn_implementation
-    if mcfg.kind == "sequence_classification":
+    if KINDS.get(mcfg.kind).has_head:
         kwargs["num_labels"] = int(mcfg.num_labels)
     kwargs.update(extra)
     return kwargs

@@ -17,7 +17,7 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from lora_lab.config.errors import ConfigError
-from lora_lab.models.kinds import AUTO_CLASSES
+from lora_lab.models.kinds import KINDS
 
 LINEAR_TYPES = (torch.nn.Linear, Conv1D)
 
@@ -42,7 +42,7 @@ def model_config(mcfg: DictConfig) -> PretrainedConfig | None:
     if not location:
         return None
     try:
-        kwargs = {"num_labels": int(mcfg.num_labels)} if mcfg.kind == "sequence_classification" else {}
+        kwargs = {"num_labels": int(mcfg.num_labels)} if KINDS.get(mcfg.kind).has_head else {}
         return AutoConfig.from_pretrained(location, trust_remote_code=bool(mcfg.trust_remote_code), **kwargs)
     except OSError:
         return None  # the loader reports a missing model with its own message
@@ -53,14 +53,14 @@ def empty_model(cfg: DictConfig) -> torch.nn.Module | None:
     if config is None:
         return None
     with init_empty_weights():
-        return AUTO_CLASSES[cfg.model.kind].from_config(config)
+        return KINDS.get(cfg.model.kind).auto_class.from_config(config)
 
 
 def head_modules(model: torch.nn.Module, kind: str) -> list[str]:
     """A classifier's head: the top-level modules with weights outside the pretrained body (`base_model_prefix`),
     e.g. BERT `classifier`, DistilBERT `pre_classifier` + `classifier`, Llama `score`. Causal LMs have none
     here (their output layer is pretrained)."""
-    if kind != "sequence_classification":
+    if not KINDS.get(kind).has_head:
         return []
     body = getattr(model, "base_model_prefix", None)
     return [name for name, child in model.named_children()

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lora_lab.models.kinds import AUTO_CLASSES
+from lora_lab.models.kinds import KINDS
 from lora_lab.registry import Registry
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -100,4 +100,4 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, options: dict, *, kind:
     config = tiny_config(tokenizer, options, num_labels)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return AUTO_CLASSES[kind].from_config(config)
+        return KINDS.get(kind).auto_class.from_config(config)

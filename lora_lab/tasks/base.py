@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import positive
+from lora_lab.models.kinds import KINDS, kind_of
 
 
 @dataclass
@@ -64,13 +65,13 @@ class Task:
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
-        if cfg.model.kind == "sequence_classification" and not cls.classification:
-            raise ConfigError("model.kind", cfg.model.kind,
-                              f"task {cls.name!r} is scored by {cls.eval_mode}, which needs a causal LM",
-                              choices=["causal_lm"])
-        if cfg.model.kind == "masked_lm" and cls.eval_mode != "perplexity":  # pseudo-perplexity only
-            raise ConfigError("model.kind", cfg.model.kind, f"task {cls.name!r} is scored by {cls.eval_mode}",
-                              choices=["causal_lm", *(["sequence_classification"] if cls.classification else [])])
+        kind = kind_of(cfg)
+        able = [k for k in KINDS.names() if cls.eval_mode in KINDS.get(k).eval_modes
+                and (cls.classification or not KINDS.get(k).has_head)]
+        if kind.name not in able:
+            why = "which needs a causal LM" if kind.has_head else f"which a {kind.name} model cannot run"
+            raise ConfigError("model.kind", cfg.model.kind, f"task {cls.name!r} is scored by {cls.eval_mode}, {why}",
+                              choices=able)
 
     # ----- data -----
     def load_split(self, split: str) -> list[Example]:

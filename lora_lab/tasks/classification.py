@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.config.schema import positive, ranged
+from lora_lab.models.kinds import kind_of
 from lora_lab.tasks.base import Example, Task, TaskSchema
 from lora_lab.tasks.sources import load_split_records
 
@@ -83,7 +84,7 @@ class ClassificationTask(Task):
             raise ConfigError("task.label_words", list(tcfg.label_words),
                               f"need {tcfg.num_labels} distinct words, one per class in order: "
                               f"{', '.join(cls.class_names)}")
-        if cfg.model.kind == "sequence_classification" and cfg.model.num_labels != tcfg.num_labels:
+        if kind_of(cfg).has_head and cfg.model.num_labels != tcfg.num_labels:
             raise ConfigError("model.num_labels", cfg.model.num_labels,
                               f"task {cls.name!r} has {tcfg.num_labels} classes; set model.num_labels=${{task.num_labels}}")
 

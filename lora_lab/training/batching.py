@@ -53,3 +53,13 @@ def batch_order(lengths: Sequence[int], batch_size: int, *, seed: int, group_by_
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         rng.shuffle(batches)
         yield from batches
+
+
+def micro_batches(batch: list[int], lengths: Sequence[int], size: int | None) -> list[list[int]]:
+    """One drawn batch split into micro-batches of at most `size` rows (None: the batch whole), longest rows
+    together so each micro-batch pads less. The step's loss is normalised over the whole batch's answer
+    tokens, so the gradient is the whole batch's; only the activations alive at once shrink."""
+    if not size or size >= len(batch):
+        return [batch]
+    ordered = sorted(batch, key=lambda i: -lengths[i])
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]

@@ -25,7 +25,8 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import DataError, Interrupted, RunStopped
 from lora_lab.training.distributed import main_run_dir
-from lora_lab.training.loop import TrainState, build_scheduler
+from lora_lab.training.loop import TrainState
+from lora_lab.training.optimization import Optimization
 from lora_lab.utils.io import atomic_directory, atomic_write_json, read_json, recover_directory
 
 log = logging.getLogger("lora_lab")
@@ -91,15 +92,15 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer, scheduler, state: TrainState) -> Path:
+def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimization: Optimization,
+                    state: TrainState) -> Path:
     """Write the checkpoint atomically (temp dir + rename); returns its folder."""
     target = checkpoint_dir(run_dir)
     payload = {
         "step": state.step,
         "train_state": asdict(state),
         "trainable": trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        **optimization.state_dict(),  # "optimizer", "scheduler"
         "method": method.state_dict(),
         "rng": _rng_states(),
     }
@@ -109,7 +110,7 @@ def save_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer,
     return target
 
 
-def load_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer, scheduler) -> TrainState:
+def load_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimization: Optimization) -> TrainState:
     """Restore weights, optimizer, scheduler, method state and RNG in place; returns the saved TrainState."""
     path = checkpoint_dir(run_dir) / STATE_FILE
     try:
@@ -126,9 +127,7 @@ def load_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizer,
     with torch.no_grad():
         for name, value in payload["trainable"].items():
             params[name].copy_(value.to(params[name].device))
-    optimizer.load_state_dict(payload["optimizer"])
-    if scheduler is not None and payload.get("scheduler") is not None:
-        scheduler.load_state_dict(payload["scheduler"])
+    optimization.load_state_dict(payload)
     method.load_state_dict(payload.get("method") or {})
     _set_rng_states(payload["rng"])
     log.info("resumed from %s at step %d", path.parent, payload["step"])
@@ -148,7 +147,7 @@ class Checkpointing:
         self.every = int(ctx.cfg.train.get("checkpoint_every") or 0)
         self.resumed_from = 0
         self.state = TrainState()
-        self.extras: dict = {}  # the optimizer and scheduler of the last step, for a checkpoint at an interrupt
+        self.optimization: Optimization | None = None  # the last step's, for a checkpoint at an interrupt
 
     def restore(self) -> dict[str, Any]:
         """Keyword arguments for `train`: a restored state/optimizer/scheduler, or nothing for a fresh start."""
@@ -157,25 +156,19 @@ class Checkpointing:
             if self.ctx.cfg.get("resume", False):
                 log.warning("resume=true but %s has no checkpoint; starting from step 0", checkpoint_dir(run_dir))
             return {"state": self.state}
-        optimizer = self.method.build_optimizer(self.model)
-        scheduler = build_scheduler(optimizer, self.ctx.cfg.train)
-        state = load_checkpoint(run_dir, model=self.model, method=self.method, optimizer=optimizer,
-                                scheduler=scheduler)
+        optimization = Optimization.build(self.model, self.method, self.ctx.cfg)
+        state = load_checkpoint(run_dir, model=self.model, method=self.method, optimization=optimization)
         self.resumed_from, self.state = state.step, state
-        return {"state": state, "optimizer": optimizer, "scheduler": scheduler}
+        return {"state": state, "optimization": optimization}
 
-    def on_step(self, state: TrainState, extras: dict) -> None:
+    def on_step(self, state: TrainState, optimization: Optimization) -> None:
         cfg = self.ctx.cfg
-        self.extras = extras
-        scheduler = extras.get("scheduler")
+        self.optimization = optimization
         if state.step % max(int(cfg.train.log_every), 1) == 0 or state.step == cfg.train.max_steps:
-            record = {"train_loss": state.losses[-1]}
-            if scheduler is not None:
-                record["lr"] = float(scheduler.get_last_lr()[0])
-            self.ctx.logger.log(record, step=state.step)
+            self.ctx.logger.log({"train_loss": state.losses[-1], "lr": optimization.lr}, step=state.step)
         if self.rank == 0 and self.every > 0 and state.step % self.every == 0 and state.step < cfg.train.max_steps:
-            save_checkpoint(self.ctx.run_dir, model=self.model, method=self.method,
-                            optimizer=extras["optimizer"], scheduler=scheduler, state=state)
+            save_checkpoint(self.ctx.run_dir, model=self.model, method=self.method, optimization=optimization,
+                            state=state)
 
     def stopped(self, stop: RunStopped) -> None:
         """The run stops early: keep its loss history; at an interrupt with checkpointing on, checkpoint the
@@ -184,9 +177,9 @@ class Checkpointing:
         if not isinstance(stop, Interrupted) or self.rank != 0 or self.every <= 0:
             return
         saved = (checkpoint_meta(self.ctx.run_dir) or {}).get("step")
-        if self.extras and self.state.step > 0 and saved != self.state.step:
-            save_checkpoint(self.ctx.run_dir, model=self.model, method=self.method, optimizer=self.extras["optimizer"],
-                            scheduler=self.extras.get("scheduler"), state=self.state)
+        if self.optimization is not None and self.state.step > 0 and saved != self.state.step:
+            save_checkpoint(self.ctx.run_dir, model=self.model, method=self.method, optimization=self.optimization,
+                            state=self.state)
         if has_checkpoint(self.ctx.run_dir):
             stop.fields["checkpoint"] = str(checkpoint_dir(self.ctx.run_dir))
             stop.fields["checkpoint_step"] = (checkpoint_meta(self.ctx.run_dir) or {}).get("step")

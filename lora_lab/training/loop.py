@@ -1,6 +1,7 @@
 """The training loop every fine-tuning method shares: read it top to bottom.
 
-Per optimizer step: draw `grad_accum` length-grouped micro-batches, weight each micro-batch's mean loss by
+Per optimizer step: draw `grad_accum` length-grouped batches (each split into `micro_batch_size` rows when set,
+to bound activation memory), weight each micro-batch's mean loss by
 its share of the step's answer tokens (so accumulation equals one big batch), add the method's extra loss,
 backward, let the method act (pruning, mask selection), clip, step, schedule.
 
@@ -20,13 +21,14 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from lora_lab.config.errors import Diverged, Interrupted
 from lora_lab.methods.base import Method
+from lora_lab.models.kinds import kind_of
 from lora_lab.training import distributed
-from lora_lab.training.batching import batch_order, collate, count_targets
+from lora_lab.training.batching import batch_order, collate, count_targets, micro_batches
 from lora_lab.training.loss import model_loss
+from lora_lab.training.optimization import Optimization
 from lora_lab.training.tokenize import Features
 from lora_lab.utils import interrupts
 
@@ -54,7 +56,7 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-StepCallback = Callable[[TrainState, dict], None]
+StepCallback = Callable[[TrainState, Optimization], None]
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -66,14 +68,6 @@ def autocast_context(device: torch.device, precision: str):
     if device.type == "cpu" and precision == "bfloat16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, tcfg: DictConfig):
-    """The learning-rate schedule of `train`; also used to rebuild it before a checkpoint is restored."""
-    return get_scheduler(
-        tcfg.scheduler, optimizer, num_warmup_steps=math.ceil(tcfg.warmup_ratio * tcfg.max_steps),
-        num_training_steps=tcfg.max_steps,
-    )
 
 
 def gradient_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
@@ -115,16 +109,14 @@ def train(
     pad_id: int,
     device: torch.device,
     state: TrainState | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    scheduler=None,
+    optimization: Optimization | None = None,
     on_step: StepCallback | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> TrainResult:
     tcfg = cfg.train
     state = state or TrainState()
-    optimizer = optimizer or method.build_optimizer(model)
-    scheduler = scheduler or build_scheduler(optimizer, tcfg)
+    optimization = optimization or Optimization.build(model, method, cfg)
     if tcfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
@@ -136,7 +128,7 @@ def train(
     parallel = ddp is not None or sharded
     forward = torch.compile(ddp or model) if tcfg.compile else (ddp or model)
 
-    answer_only = bool(tcfg.answer_only_logits) and cfg.model.kind == "causal_lm"
+    answer_only = bool(tcfg.answer_only_logits) and kind_of(cfg).causal
     lengths = [len(f.input_ids) for f in features]
     batches = batch_order(lengths, tcfg.batch_size, seed=tcfg.seed, group_by_length=tcfg.group_by_length)
     # Skip what a resumed run has already consumed, so it sees the same data it would have seen.
@@ -150,6 +142,7 @@ def train(
         while state.step < tcfg.max_steps:
             started = time.perf_counter()
             window = [next(batches) for _ in range(tcfg.grad_accum * world_size)][rank::world_size]
+            window = [part for idx in window for part in micro_batches(idx, lengths, tcfg.get("micro_batch_size"))]
             micro = [collate([features[i] for i in idx], pad_id, left=answer_only) for idx in window]
             answer_tokens = [count_targets(b["labels"]) for b in micro]
             # Normalise by the GLOBAL answer-token count; x world_size undoes DDP's averaging over ranks.
@@ -184,10 +177,7 @@ def train(
                                f"no adapter saved", step=state.step)
             if problem:  # skip_step: drop this update, keep the schedule in step with the step count
                 state.skipped_steps += 1
-            else:
-                optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimization.step(update=not problem)
             if not problem:
                 method.after_optimizer_step(model, state.step)
             state.step += 1
@@ -196,7 +186,7 @@ def train(
             progress.update(1)
             progress.set_postfix(loss=f"{step_loss:.4f}")
             if on_step is not None:
-                on_step(state, {"optimizer": optimizer, "scheduler": scheduler})
+                on_step(state, optimization)
             stop_signal = stop_signal if parallel else interrupts.pending()
             if stop_signal:
                 raise Interrupted(stop_signal, step=state.step)

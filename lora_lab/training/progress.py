@@ -34,11 +34,10 @@ class ProgressLog:
         return (f"step {state.step}/{self.max_steps} loss {loss_part}{lr_part} tokens/s {rate:.1f} "
                 f"elapsed {clock(state.seconds)} eta {clock(per_step * (self.max_steps - state.step))}")
 
-    def on_step(self, state, extras: dict) -> None:
+    def on_step(self, state, optimization) -> None:
         if state.step % self.every and state.step != self.max_steps:
             return
-        scheduler = extras.get("scheduler")
-        text = self.line(state, float(scheduler.get_last_lr()[0]) if scheduler is not None else None)
+        text = self.line(state, optimization.lr if optimization is not None else None)
         with self.path.open("a") as f:
             f.write(text + "\n")
         if self.echo:
