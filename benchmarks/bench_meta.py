@@ -32,12 +32,12 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lora_lab.meta.adapters import AdapterReader  # noqa: E402
 from lora_lab.meta.bank import load_bank, write_bank_index  # noqa: E402
 from lora_lab.meta.coefficients import PAPER_VERSIONS, compute_coefficients, exclusion_mask  # noqa: E402
 from lora_lab.meta.combine import predict_adapter  # noqa: E402
 from lora_lab.meta.distances import pairwise_distance  # noqa: E402
 from lora_lab.meta.gram import bank_gram_matrix, reconstruction_error  # noqa: E402
+from lora_lab.meta.lora_tensors import AdapterReader  # noqa: E402
 from lora_lab.meta.mlp import train_mlp_transform  # noqa: E402
 from lora_lab.meta.threads import torch_threads  # noqa: E402
 

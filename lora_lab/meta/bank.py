@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lab.config.errors import ConfigError, DataError
-from lora_lab.meta.adapters import AdapterReader, read_adapter_config
+from lora_lab.meta.lora_tensors import AdapterReader, read_adapter_config
 from lora_lab.methods.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 BANK_INDEX = "bank.json"

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lora_lab.config.errors import ConfigError, DataError
-from lora_lab.meta.adapters import (
+from lora_lab.meta.lora_tensors import (
     AdapterReader,
     alpha_for_scale,
     factor_keys,

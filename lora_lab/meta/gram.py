@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lora_lab.config.errors import DataError
-from lora_lab.meta.adapters import (
+from lora_lab.meta.lora_tensors import (
     TensorSpan,
     dtype_size,
     module_names,

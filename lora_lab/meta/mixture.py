@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lora_lab.config.errors import DataError
-from lora_lab.meta.adapters import AdapterReader, lora_scale, read_adapter_config
+from lora_lab.meta.lora_tensors import AdapterReader, lora_scale, read_adapter_config
 
 PEFT_PREFIX = "base_model.model."
 

@@ -66,7 +66,7 @@ def test_no_api_key_is_written_anywhere(wandb_sweep: Path) -> None:
 
 
 def test_report_over_the_sweep(wandb_sweep: Path, capsys) -> None:
-    from lora_lab.report.cli import main
+    from lora_lab.commands.report import main
 
     assert main([str(wandb_sweep), "--rows", "method.r", "--cols", "task", "--metric", "final_train_loss"]) == 0
     with open(wandb_sweep / "results.csv", newline="") as handle:

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 from lora_lab.config.errors import ConfigError, DataError
-from lora_lab.meta.adapters import lora_scale
 from lora_lab.meta.bank import load_bank
 from lora_lab.meta.combine import combine_module, predict_adapter, select_members
+from lora_lab.meta.lora_tensors import lora_scale
 from tests.helpers.meta_adapters import MODULES, adapter_config, random_factors, write_member
 
 MODES = ("factors", "delta", "svd")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lora_lab.report.cli import main
+from lora_lab.commands.report import main
 from lora_lab.report.collect import collect
 
 

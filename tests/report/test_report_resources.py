@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lora_lab.report import cli as report_cli
-from lora_lab.report.cli import main
+from lora_lab.commands import report as report_cli
+from lora_lab.commands.report import main
 from lora_lab.report.collect import with_derived
 from tests.helpers.sweep_helpers import TINY_JOB
 
