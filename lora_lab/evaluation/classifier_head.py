@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from lora_lab.evaluation.progress import progress
 from lora_lab.tasks.base import Example
 from lora_lab.training.batching import collate
 from lora_lab.training.tokenize import tokenize_for_classification
@@ -34,7 +34,7 @@ def head_logits(
     out: list[list[float]] = [[] for _ in features]
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, leave=False, disable=None):
+    for start in progress(range(0, len(order), batch_size), desc=desc):
         index = order[start:start + batch_size]
         batch = collate([features[i] for i in index], pad_id)
         logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits

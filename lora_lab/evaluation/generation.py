@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+
+from lora_lab.evaluation.progress import progress
 
 
 class StopOnStrings(StoppingCriteria):
@@ -76,8 +77,7 @@ def generate_batched(
     stop_ids = eos_ids(model, tokenizer)
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, dynamic_ncols=True, leave=False,
-                      disable=None):
+    for start in progress(range(0, len(order), batch_size), desc=desc):
         index = order[start:start + batch_size]
         if before_batch is not None:
             before_batch(index)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from lora_lab.evaluation.progress import progress
 
 
 def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,7 +85,7 @@ def continuation_logprobs(
     out = [0.0] * len(pairs)
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(contexts), batch_size), desc=desc, dynamic_ncols=True, leave=False, disable=None):
+    for start in progress(range(0, len(contexts), batch_size), desc=desc):
         batch = contexts[start:start + batch_size]
         scores = _score_batch(model, batch, [[pairs[i][1] for i in grouped[c]] for c in batch], pad_id, device)
         for context, values in zip(batch, scores, strict=True):

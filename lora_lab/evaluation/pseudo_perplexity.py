@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from lora_lab.evaluation.progress import progress
 from lora_lab.evaluation.sliding_window import windows
 
 
@@ -38,7 +38,7 @@ def masked_token_nll(
     jobs = [(w, t) for w in windows(len(ids), context, stride) for t in range(w.first_scored, w.end)]
     was_training = model.training
     model.eval()
-    for start in tqdm(range(0, len(jobs), batch_size), desc=desc, dynamic_ncols=True, leave=False, disable=None):
+    for start in progress(range(0, len(jobs), batch_size), desc=desc):
         chunk = jobs[start:start + batch_size]
         width = max(w.length for w, _ in chunk) + len(prefix) + len(suffix)
         inputs = torch.zeros((len(chunk), width), dtype=torch.long)

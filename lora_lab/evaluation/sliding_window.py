@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from lora_lab.evaluation.progress import progress
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def token_nll(
     batches = [group[i:i + batch_size] for group in by_length.values() for i in range(0, len(group), batch_size)]
     was_training = model.training
     model.eval()
-    for batch in tqdm(batches, desc=desc, dynamic_ncols=True, leave=False, disable=None):
+    for batch in progress(batches, desc=desc):
         length = batch[0].length
         inputs = torch.stack([stream[w.begin:w.end] for w in batch]).to(device)
         keep = min(max(w.end - w.first_scored for w in batch) + 1, length)
