@@ -39,10 +39,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 RESULTS = Path(os.environ.get("LORA_LAB_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
-SIDES = ("lora_lab", "trl")
+SIDES = ("lora_lab", "trl")  # --against lora_lab: ("lora_lab", "baseline"), a lever against lora-lab without it
 
 
-def build_cfg(args):
+def build_cfg(args, extra: list[str] = ()):
     from lora_lab.config.compose import compose_config
     from lora_lab.config.validate import validate_config
 
@@ -53,18 +53,19 @@ def build_cfg(args):
     ]
     if args.data_dir:
         overrides.append(f"task.data_dir={args.data_dir}")
-    return validate_config(compose_config(overrides))
+    return validate_config(compose_config([*overrides, *extra]))
 
 
-def load_rows(args):
-    """cfg, model, tokenizer and the first `--rows` training rows tokenised by lora-lab (prompt masked)."""
+def load_rows(args, extra: list[str] = ()):
+    """cfg, model, tokenizer and the first `--rows` training rows tokenised by lora-lab (prompt masked).
+    `extra`: lora-lab overrides of this side (a lever under test); TRL's side always gets none."""
     from lora_lab.jobs.context import JobContext
     from lora_lab.jobs.steps import build_task
     from lora_lab.loggers import NoLogger
     from lora_lab.models import load_model_and_tokenizer
     from lora_lab.training.featurizers import featurizer_for
 
-    cfg = build_cfg(args)
+    cfg = build_cfg(args, extra)
     scratch = Path(tempfile.mkdtemp(prefix="bench_peer_"))
     task = build_task(JobContext(cfg=cfg, run_dir=scratch, device=None, logger=NoLogger(cfg, scratch)))
     examples = task.train_examples()[: args.rows]
@@ -74,13 +75,13 @@ def load_rows(args):
     return cfg, model, tokenizer, features
 
 
-def run_lora_lab(args) -> dict:
+def run_lora_lab(args, extra: list[str] = ()) -> dict:
     import torch
 
     from lora_lab.methods import METHODS
     from lora_lab.training.loop import train
 
-    cfg, model, tokenizer, features = load_rows(args)
+    cfg, model, tokenizer, features = load_rows(args, extra)
     method = METHODS.get("lora")(cfg)
     torch.manual_seed(cfg.seed)
     model = method.apply(model)
@@ -92,7 +93,7 @@ def run_lora_lab(args) -> dict:
 
     result = train(model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=torch.device("cpu"),
                    on_step=on_step)
-    return {"losses": result.losses, "step_seconds": times, "step_tokens": tokens}
+    return {"losses": result.losses, "step_seconds": times, "step_tokens": tokens, "overrides": list(extra)}
 
 
 def run_trl(args) -> dict:
@@ -160,7 +161,10 @@ def run_trl(args) -> dict:
 def worker(args) -> int:
     """One side in this process; its measurements (and peak RSS) go to `--out` as JSON."""
     started = time.perf_counter()
-    run = run_lora_lab(args) if args.side == "lora_lab" else run_trl(args)
+    if args.side == "trl":
+        run = run_trl(args)
+    else:  # lora_lab, or in lever mode the baseline lora-lab side
+        run = run_lora_lab(args, args.overrides if args.side == "lora_lab" else args.against_overrides)
     timed_s, timed_tokens = sum(run["step_seconds"][1:]), sum(run["step_tokens"][1:])
     run.update({
         "side": args.side, "cpus": sorted(os.sched_getaffinity(0)),
@@ -180,7 +184,7 @@ def loss_means(losses: list[float]) -> dict:
 def run_placement(args, cores: dict[str, int | None], scratch: Path, tag: str) -> dict:
     """Both sides at once, each pinned to its core (no pinning where `cores` has None)."""
     procs, outs = {}, {}
-    for side in SIDES:
+    for side in args.sides:
         outs[side] = scratch / f"{tag}_{side}.json"
         cmd = [sys.executable, __file__, "--worker", side, "--out", str(outs[side]), *args.passthrough]
         if cores[side] is not None:
@@ -190,7 +194,7 @@ def run_placement(args, cores: dict[str, int | None], scratch: Path, tag: str) -
     for side, proc in procs.items():
         if proc.wait() != 0:
             raise SystemExit(f"bench_peer: the {side} worker failed (exit {proc.returncode})")
-    return {side: {**json.loads(outs[side].read_text()), "core": cores[side]} for side in SIDES}
+    return {side: {**json.loads(outs[side].read_text()), "core": cores[side]} for side in args.sides}
 
 
 def main(argv=None) -> int:
@@ -206,17 +210,23 @@ def main(argv=None) -> int:
     p.add_argument("--placements", type=int, default=2, choices=[1, 2], help="2: run, then swap the cores")
     p.add_argument("--quick", action="store_true", help="model=tiny, task=arith, 3 steps, no pinning")
     p.add_argument("--out", default=None)
-    p.add_argument("--worker", choices=SIDES, dest="side", help=argparse.SUPPRESS)
+    p.add_argument("--overrides", nargs="*", default=[], help="lora-lab overrides of the measured side (a lever)")
+    p.add_argument("--against", default="trl", choices=["trl", "lora_lab"],
+                   help="lora_lab: measure a lever, i.e. --overrides against lora-lab with --against-overrides")
+    p.add_argument("--against-overrides", nargs="*", default=[], help="lora-lab overrides of the baseline side")
+    p.add_argument("--worker", choices=[*SIDES, "baseline"], dest="side", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.task, args.steps, args.rows, args.batch_size = "tiny", "arith", 3, 32, 4
     if args.task == "gsm8k" and not args.data_dir:
         root = os.environ.get("LORA_LAB_DATA")
         args.data_dir = str(Path(root) / "gsm8k") if root else None
+    args.sides = ("lora_lab", "trl" if args.against == "trl" else "baseline")
     if args.side:
         return worker(args)
     try:
-        import trl  # noqa: F401
+        if args.against == "trl":
+            import trl  # noqa: F401
     except ImportError:
         print("bench_peer: TRL is not installed (pip install 'lora-lab[bench]'); skipped")
         return 0
@@ -226,36 +236,41 @@ def main(argv=None) -> int:
     args.passthrough = [f"--model={args.model}", f"--task={args.task}", f"--rows={args.rows}",
                         f"--batch-size={args.batch_size}", f"--steps={args.steps}", f"--precision={args.precision}",
                         *([f"--data-dir={args.data_dir}"] if args.data_dir else []),
-                        *(["--trl-no-grad-ckpt"] if args.trl_no_grad_ckpt else [])]
+                        *(["--trl-no-grad-ckpt"] if args.trl_no_grad_ckpt else []),
+                        "--overrides", *args.overrides, "--against-overrides", *args.against_overrides]
     cores = sorted(os.sched_getaffinity(0))
     pin = not args.quick and len(cores) >= 2 and shutil.which("taskset")
-    layouts = [{"lora_lab": cores[0], "trl": cores[1]}, {"lora_lab": cores[1], "trl": cores[0]}] if pin else \
-        [{"lora_lab": None, "trl": None}] * 2
+    a, b = args.sides
+    layouts = [{a: cores[0], b: cores[1]}, {a: cores[1], b: cores[0]}] if pin else [{a: None, b: None}] * 2
     scratch = Path(tempfile.mkdtemp(prefix="bench_peer_runs_"))
     placements = [run_placement(args, layouts[i], scratch, f"p{i}") for i in range(args.placements)]
-    ratios = [pl["lora_lab"]["tokens_per_s"] / pl["trl"]["tokens_per_s"] for pl in placements]
-    rss = [pl["lora_lab"]["peak_rss_mb"] / pl["trl"]["peak_rss_mb"] for pl in placements]
+    ratios = [pl[a]["tokens_per_s"] / pl[b]["tokens_per_s"] for pl in placements]
+    rss = [pl[a]["peak_rss_mb"] / pl[b]["peak_rss_mb"] for pl in placements]
     summary = {
         "tokens_per_s_ratio": sum(ratios) / len(ratios), "per_placement_ratio": ratios,
         "peak_rss_ratio": sum(rss) / len(rss),
-        "loss_means": {side: [loss_means(pl[side]["losses"]) for pl in placements] for side in SIDES},
+        "loss_means": {side: [loss_means(pl[side]["losses"]) for pl in placements] for side in args.sides},
     }
     record = {
         "benchmark": "bench_peer", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": args.model, "task": args.task, "rows": args.rows, "batch_size": args.batch_size, "steps": args.steps,
-        "precision": args.precision, "pinned": bool(pin), "machine": platform.processor() or platform.machine(),
+        "precision": args.precision, "pinned": bool(pin), "against": b, "overrides": args.overrides,
+        "against_overrides": args.against_overrides, "machine": platform.processor() or platform.machine(),
         "summary": summary, "placements": placements,
     }
+    suffix = "" if args.precision == "float32" else "_" + args.precision
+    lever = "_".join(o.replace("train.", "").replace("=", "") for o in args.overrides) or "none"
     out = Path(args.out) if args.out else RESULTS / (
-        f"peer_trl_{args.model}_{args.task}{'' if args.precision == 'float32' else '_' + args.precision}.json")
+        f"peer_trl_{args.model}_{args.task}{suffix}.json" if b == "trl"
+        else f"lever_{args.model}_{args.task}{suffix}_{lever}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     shutil.rmtree(scratch, ignore_errors=True)
-    print(f"{'placement':>10} {'lora-lab tok/s':>15} {'TRL tok/s':>10} {'ratio':>6} {'RSS MB lora-lab':>16} {'TRL':>7}")
+    print(f"{'placement':>10} {a + ' tok/s':>15} {b + ' tok/s':>15} {'ratio':>6} {'RSS MB ' + a:>16} {b:>9}")
     for i, pl in enumerate(placements):
-        a, b = pl["lora_lab"], pl["trl"]
-        print(f"{i:>10} {a['tokens_per_s']:>15.1f} {b['tokens_per_s']:>10.1f} {ratios[i]:>6.2f} "
-              f"{a['peak_rss_mb']:>16.0f} {b['peak_rss_mb']:>7.0f}")
+        x, y = pl[a], pl[b]
+        print(f"{i:>10} {x['tokens_per_s']:>15.1f} {y['tokens_per_s']:>10.1f} {ratios[i]:>6.2f} "
+              f"{x['peak_rss_mb']:>16.0f} {y['peak_rss_mb']:>7.0f}")
     print(f"tokens/s ratio (mean of placements): {summary['tokens_per_s_ratio']:.2f}; "
           f"peak RSS ratio: {summary['peak_rss_ratio']:.2f}; loss means: {json.dumps(summary['loss_means'])}")
     print(f"wrote {out}")
