@@ -16,6 +16,7 @@ import torch
 from lora_lab.config.errors import ConfigError, exit_on_input_error
 from lora_lab.methods.adapter_files import ADAPTER_CONFIG
 from lora_lab.models.kinds import KINDS, kind_of
+from lora_lab.utils.quiet import quiet_known_noise
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,9 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load(folder: Path, overrides: list[str]):
     """(model, tokenizer, use_chat_template) from an adapter folder or a plain model folder."""
-    if (folder / ADAPTER_CONFIG).is_file():
-        from lora_lab.commands.saved_run import load_with_adapter
+    from lora_lab.commands.saved_run import load_with_adapter  # imports peft: after quiet_known_noise in main
 
+    if (folder / ADAPTER_CONFIG).is_file():
         cfg, model, tokenizer = load_with_adapter(folder, overrides)
         if not kind_of(cfg).causal:
             raise ConfigError("model.kind", cfg.model.kind, "generation needs a causal LM",
@@ -51,6 +52,7 @@ def load(folder: Path, overrides: list[str]):
 
 def complete(model, tokenizer, prompt: str, *, use_chat_template: bool, system: str | None = None,
              max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> str:
+    # lazy: lora_lab.tasks loads every task (rouge_score: ~2 s); --help and usage errors go without it
     from lora_lab.tasks.base import Example
     from lora_lab.training.tokenize import prompt_ids, render_prompt
 
@@ -70,6 +72,7 @@ def complete(model, tokenizer, prompt: str, *, use_chat_template: bool, system: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_known_noise()
     args = parse_args(argv)
     with exit_on_input_error("lora-lab-generate"):
         model, tokenizer, chat = load(args.model, args.overrides)
