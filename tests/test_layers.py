@@ -144,3 +144,22 @@ def test_recipes_never_import_entrypoints() -> None:
         if target in ("lora_lab.cli", "lora_lab.rank_entry") or is_under(target, "lora_lab.commands")
     ]
     assert back_arrows == []
+
+
+FOUNDATION = ("lora_lab.config", "lora_lab.utils", "lora_lab.registry")
+# The one deliberate upward read (docs/architecture.md): validation and the ConfigStore look up the method and task
+# registries, because an option's schema lives next to its code.
+UPWARD_READS = {("lora_lab.config.store", "lora_lab.methods"), ("lora_lab.config.store", "lora_lab.tasks"),
+                ("lora_lab.config.validate", "lora_lab.methods"), ("lora_lab.config.validate", "lora_lab.tasks")}
+
+
+def test_foundation_reads_the_library_only_through_the_option_registries() -> None:
+    library = tuple(f"lora_lab.{package}" for package in LIBRARY if package not in ("config", "utils", "registry"))
+    upward = {
+        (module, target)
+        for module, targets in import_graph().items()
+        if any(is_under(module, f) for f in FOUNDATION)
+        for target in targets
+        if any(is_under(target, lib) for lib in library)
+    }
+    assert upward <= UPWARD_READS, f"new upward imports: {sorted(upward - UPWARD_READS)}"
