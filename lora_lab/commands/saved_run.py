@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from lora_lab.config.compose import compose_config
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import validate_config
+from lora_lab.methods import METHODS
 from lora_lab.methods.adapter_files import ADAPTER_CONFIG
-from lora_lab.methods.adapters import read_record
+from lora_lab.methods.adapters import load_adapter, read_record
+from lora_lab.models import load_model_and_tokenizer
 
 
 def adapter_config(folder: Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -37,10 +39,6 @@ def adapter_config(folder: Path, overrides: Sequence[str] = ()) -> DictConfig:
 
 def load_with_adapter(folder: Path, overrides: Sequence[str] = ()):
     """(cfg, model with the adapter loaded unmerged, tokenizer)."""
-    from lora_lab.methods import METHODS
-    from lora_lab.methods.adapters import load_adapter
-    from lora_lab.models import load_model_and_tokenizer
-
     cfg = adapter_config(folder, overrides)
     method = METHODS.get(cfg.method.name)(cfg)
     base, tokenizer = load_model_and_tokenizer(cfg, method.model_load_kwargs())
