@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks in one prepared run (≤ 8 min on one H100/H200): LoRA, QLoRA and GaLore training steps on a
+# GPU checks in one prepared run (≤ 8 min on one H100/H200): the `gpu`-marked tests; LoRA, QLoRA and GaLore steps on a
 # Mistral-7B-shaped model in bf16 (tokens/s, MFU against the card's bf16 dense peak, peak memory), and
 # bitsandbytes 4-bit on CUDA (the QLoRA memory fact). Results: benchmarks/results/gpu_*.json.
 #
@@ -26,6 +26,7 @@ run() {  # name, limit seconds, command...
   tail -3 "$OUT/gpu_$name.log"
 }
 : > "$OUT/gpu_summary.txt"
+run tests_gpu 180 $PY -m pytest -m gpu -q -p no:cacheprovider   # the gpu-marked tests (skipped in CI)
 COMMON=(--device cuda --precision bfloat16 --model-shape mistral_7b --task arith --batch-size 8 --grad-accum 1
         --steps "$STEPS" --warmup 2 --repeats 1 --variants lora_lab --peak-tflops "$PEAK")
 for method in lora qlora galore; do
