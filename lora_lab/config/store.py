@@ -23,6 +23,7 @@ FIXED_GROUPS: dict[str, type] = {
 def option_schemas() -> dict[str, dict[str, type]]:
     """group → option name → schema, for the groups whose keys depend on the option (read from the registries,
     so a registered method or task is a config option with no further step)."""
+    # upward on purpose: the schemas live next to the methods/tasks (docs/architecture.md)
     from lora_lab.methods import METHODS
     from lora_lab.tasks import TASKS
 

@@ -124,7 +124,7 @@ def check_sharding(cfg: DictConfig, methods) -> None:
 
 def task_keys(name: str | None = None) -> set[str]:
     """The keys of one task's schema, or of any task's (the union) when `name` is None."""
-    from lora_lab.tasks import TASKS
+    from lora_lab.tasks import TASKS  # upward on purpose: task schemas live next to the tasks
 
     names = [name] if name is not None else TASKS.names()
     return {f.name for n in names for f in dataclasses.fields(TASKS.get(n).schema)}
@@ -134,7 +134,7 @@ def other_task_keys(cfg: DictConfig) -> list[str]:
     """`task.<key>` entries the selected task's schema lacks but another task's has: in a sweep over tasks an
     override is meant for the tasks that have the key (`-m task=arith,sst2 task.max_input_chars=500`), so for
     this task it is set aside, not an error. A key that no task has stays an error (`check_section`)."""
-    from lora_lab.tasks import TASKS
+    from lora_lab.tasks import TASKS  # upward on purpose: task schemas live next to the tasks
 
     task = cfg.get("task")
     if not isinstance(task, DictConfig) or task.get("name") not in TASKS:
@@ -157,6 +157,7 @@ def check_task_keys_exist(cfg: DictConfig) -> None:
 
 def validate_config(cfg: DictConfig) -> DictConfig:
     """Return a resolved, schema-checked copy of `cfg`; raise `ConfigError` on the first problem."""
+    # upward on purpose: the schemas live next to the methods/tasks (docs/architecture.md)
     from lora_lab.methods import METHODS
     from lora_lab.tasks import TASKS
 
