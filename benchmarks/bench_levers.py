@@ -25,6 +25,8 @@ RESULTS = HERE / "results"
 LEVERS: dict[str, tuple[list[str], list[str], str]] = {
     "micro_batch_2": (["train.micro_batch_size=2"], [],
                       "each batch of 8 as 4 micro-batches of 2 rows (same gradient)"),
+    "micro_batch_1": (["train.micro_batch_size=1"], [],
+                      "each batch of 8 as 8 single rows (same gradient, no padding, no attention mask)"),
     "bf16_autocast": (["hardware.precision=bfloat16"], [],
                       "CPU bf16 autocast, float32 weights"),
     "bf16_base": (["hardware.precision=bfloat16", "model.dtype=bfloat16"], ["hardware.precision=bfloat16"],
