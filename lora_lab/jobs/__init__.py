@@ -13,7 +13,16 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError, RunStopped
+from lora_lab.config.validate import check_machine, other_task_keys, validate_config
+from lora_lab.jobs.context import JobContext
 from lora_lab.jobs.registry import JOBS
+from lora_lab.jobs.run_dir import claim
+from lora_lab.loggers import build_logger
+from lora_lab.training.distributed import launched_rank, prepare
+from lora_lab.utils.device import select_device
+from lora_lab.utils.interrupts import interrupts_as_status
+from lora_lab.utils.io import as_storage_error, atomic_write_json
+from lora_lab.utils.memory import PeakMemory
 
 log = logging.getLogger("lora_lab")
 
@@ -21,15 +30,13 @@ METRICS_FILE = "metrics.json"
 
 
 def _register_recipes() -> None:
+    # lazy: cli.py and rank_entry.py import this package before quiet_known_noise(); the recipes import peft
     from lora_lab.jobs import evaluate, finetune, meta  # noqa: F401
 
 
 def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Run one job in `run_dir`; returns its metrics (status ok, or skipped). The job holds the run dir (one
     writer, one config: `jobs/run_dir.py`); SIGINT/SIGTERM end it as `status: interrupted`."""
-    from lora_lab.jobs.run_dir import claim
-    from lora_lab.utils.interrupts import interrupts_as_status
-
     _register_recipes()
     run_dir = Path(run_dir)
     with interrupts_as_status(), claim(raw_cfg, run_dir) as finished:
@@ -44,9 +51,6 @@ def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
     spawned or model loaded."""
     import torch
 
-    from lora_lab.config.validate import check_machine, validate_config
-    from lora_lab.training.distributed import launched_rank
-
     cfg = validate_config(raw_cfg)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     check_machine(cfg, cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0,
@@ -55,13 +59,7 @@ def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
 
 
 def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    from lora_lab.config.validate import other_task_keys, validate_config
-    from lora_lab.jobs.context import JobContext
-    from lora_lab.loggers import build_logger
-    from lora_lab.methods import METHODS
-    from lora_lab.utils.device import select_device
-    from lora_lab.utils.io import as_storage_error, atomic_write_json
-    from lora_lab.utils.memory import PeakMemory
+    from lora_lab.methods import METHODS  # lazy: imports peft, which must follow quiet_known_noise()
 
     metrics_path = run_dir / METRICS_FILE
     started = time.perf_counter()
@@ -74,8 +72,6 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise
     # hardware.num_processes > 1: relaunch as N ranks (and return rank 0's metrics), or join the process group
     # as one rank; ranks > 0 run without eval/logger in a scratch dir (training/distributed.py).
-    from lora_lab.training.distributed import prepare
-
     launch = prepare(raw_cfg, run_dir)
     if launch.metrics is not None:
         return launch.metrics
@@ -134,7 +130,7 @@ def _name_of(cfg: DictConfig, key: str) -> Any:
 
 def primary_score(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
     """One comparable number per job: the task's primary metric after training (or of the evaluation)."""
-    from lora_lab.tasks import TASKS
+    from lora_lab.tasks import TASKS  # lazy: imports huggingface_hub, which must follow quiet_known_noise()
 
     name = metrics.get("primary_metric") or TASKS.get(cfg.task.name).primary_metric
     for stage in ("after", "eval", "before"):

@@ -31,7 +31,9 @@ from lora_lab.meta.cache import bank_fingerprint
 from lora_lab.meta.gram import bank_gram_matrix
 from lora_lab.meta.mlp import train_mlp_transform
 from lora_lab.meta.representation import Representer, task_from_reference
+from lora_lab.methods.adapter_files import check_shapes, inspect_adapter
 from lora_lab.models import load_model_and_tokenizer
+from lora_lab.models.structure import empty_model
 
 
 @contextmanager
@@ -44,9 +46,6 @@ def timed(timings: dict[str, float], stage: str):
 def check_bank_layout(bank, cfg) -> None:
     """Members share their shapes (load_bank checks that); the first one must fit the model, known from its
     config alone where possible, so a bank of another base fails before the model loads."""
-    from lora_lab.methods.adapter_files import check_shapes, inspect_adapter
-    from lora_lab.models.structure import empty_model
-
     layout = empty_model(cfg)
     if layout is not None:
         check_shapes(inspect_adapter(bank.members[0].adapter_dir, key="bank member"), layout, cfg.model.name)
