@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lora_lab.loggers import wandb_logger  # noqa: F401  (registers `wandb`; wandb itself loads in WandbLogger)
 from lora_lab.loggers.registry import LOGGERS
 
 
@@ -25,6 +26,4 @@ class NoLogger:
 
 
 def build_logger(cfg: DictConfig, run_dir: Path):
-    if cfg.logger.name == "wandb":
-        from lora_lab.loggers import wandb_logger  # noqa: F401  (imports wandb only when asked for)
     return LOGGERS.get(cfg.logger.name)(cfg, run_dir)
