@@ -18,6 +18,7 @@ from lora_lab.training.checkpoint import Checkpointing
 from lora_lab.training.distributed import full_trainable_state, rank_and_world, shard_model
 from lora_lab.training.featurizers import featurizer_for
 from lora_lab.training.loop import train
+from lora_lab.training.optimization import Optimization
 from lora_lab.training.progress import ProgressLog
 
 
@@ -48,6 +49,7 @@ def finetune(ctx: JobContext) -> dict:
     sharded = world_size > 1 and cfg.hardware.data_parallel == "fsdp"
     if sharded:  # before the optimizer is built: FSDP replaces the parameters with their shards
         model = shard_model(model)
+    optimization = Optimization.build(model, method, cfg)  # one optimizer + schedule: restored, stepped, saved
     # resume from <run_dir>/checkpoint, log train_loss/lr, checkpoint every train.checkpoint_every steps
     checkpoints = Checkpointing(ctx, model, method, rank=rank)
     progress = ProgressLog(ctx.run_dir, cfg.train.log_every, cfg.train.max_steps) if rank == 0 else None
@@ -61,7 +63,7 @@ def finetune(ctx: JobContext) -> dict:
         result = train(
             model, features, method, cfg, pad_id=tokenizer.pad_token_id, device=ctx.device, rank=rank,
             world_size=world_size,
-            on_step=on_step, **checkpoints.restore(),
+            on_step=on_step, state=checkpoints.restore(optimization), optimization=optimization,
         )
     except RunStopped as stop:  # diverged or interrupted: keep the loss history, checkpoint an interrupt
         checkpoints.stopped(stop)

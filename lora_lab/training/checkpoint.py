@@ -149,17 +149,17 @@ class Checkpointing:
         self.state = TrainState()
         self.optimization: Optimization | None = None  # the last step's, for a checkpoint at an interrupt
 
-    def restore(self) -> dict[str, Any]:
-        """Keyword arguments for `train`: a restored state/optimizer/scheduler, or nothing for a fresh start."""
+    def restore(self, optimization: Optimization) -> TrainState:
+        """The state to train from: restored (weights, `optimization`'s optimizer and schedule, method state, RNG)
+        from the run's checkpoint when it resumes, else a fresh one."""
         run_dir = main_run_dir(self.ctx.run_dir)  # every data-parallel rank restores rank 0's checkpoint
         if not should_resume(self.ctx.cfg, run_dir):
             if self.ctx.cfg.get("resume", False):
                 log.warning("resume=true but %s has no checkpoint; starting from step 0", checkpoint_dir(run_dir))
-            return {"state": self.state}
-        optimization = Optimization.build(self.model, self.method, self.ctx.cfg)
+            return self.state
         state = load_checkpoint(run_dir, model=self.model, method=self.method, optimization=optimization)
         self.resumed_from, self.state = state.step, state
-        return {"state": state, "optimization": optimization}
+        return state
 
     def on_step(self, state: TrainState, optimization: Optimization) -> None:
         cfg = self.ctx.cfg
