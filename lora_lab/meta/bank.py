@@ -22,6 +22,7 @@ from typing import Any
 from lora_lab.config.errors import ConfigError, DataError
 from lora_lab.meta.lora_tensors import AdapterReader, read_adapter_config
 from lora_lab.methods.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from lora_lab.utils.io import atomic_write_text
 
 BANK_INDEX = "bank.json"
 LOTS_OF_LORAS_REPO = "Lots-of-LoRAs/{model}-4b-r16-{task}"
@@ -182,8 +183,6 @@ def check_bank_model(bank: Bank, model_cfg: Any) -> None:
 
 def write_bank_index(root: str | Path, base_model: str, members: Iterable[Mapping[str, Any]]) -> Path:
     """Write `bank.json` (members: dicts with name, adapter (relative path), dataset, source)."""
-    from lora_lab.utils.io import atomic_write_text
-
     path = Path(root) / BANK_INDEX
     atomic_write_text(path, json.dumps({"base_model": base_model, "members": list(members)}, indent=2) + "\n")
     return path

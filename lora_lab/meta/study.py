@@ -28,6 +28,7 @@ import numpy as np
 from lora_lab.config.compose import compose_config
 from lora_lab.config.errors import ConfigError, exit_on_input_error
 from lora_lab.config.validate import validate_config
+from lora_lab.evaluation import EVALUATORS
 from lora_lab.meta.bank import check_bank_model, load_bank
 from lora_lab.meta.cache import ArrayCache, bank_fingerprint
 from lora_lab.meta.coefficients import PAPER_VERSIONS, compute_coefficients, exclusion_mask
@@ -36,6 +37,7 @@ from lora_lab.meta.distances import pairwise_distance
 from lora_lab.meta.gram import bank_gram_matrix
 from lora_lab.meta.mlp import train_mlp_transform
 from lora_lab.meta.representation import Representer, task_from_reference
+from lora_lab.models import load_model_and_tokenizer
 from lora_lab.utils.io import atomic_write_json
 
 METRICS = ("wd", "kl", "js", "mmd")
@@ -95,9 +97,6 @@ def run_study(bank_dir: Path, targets: list[str], overrides: list[str], eval_lim
               only: list[str] | None = None) -> dict[str, Any]:
     import torch
     from peft import PeftModel
-
-    from lora_lab.evaluation import EVALUATORS
-    from lora_lab.models import load_model_and_tokenizer
 
     unknown_settings = sorted(set(only or ()) - set(setting_names(embedding)))
     if unknown_settings:
