@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lora_lab.methods.adapter_files import RECORD_FILE
+from lora_lab.methods.adapter_files import RECORD_FILE, read_json_object
+from lora_lab.models import DTYPES
 from lora_lab.registry import Registry
 
 
@@ -55,8 +56,6 @@ def write_record(folder: Path, record: dict[str, Any]) -> None:
 
 def read_record(folder: Path) -> dict[str, Any]:
     """The folder's method record; a bare peft adapter (no record) reads as format `peft`."""
-    from lora_lab.methods.adapter_files import read_json_object
-
     path = Path(folder) / RECORD_FILE
     if path.is_file():
         return {"format": "peft", **read_json_object(path)}
@@ -70,8 +69,6 @@ def base_load_kwargs(folder: Path) -> dict[str, Any]:
     kwargs = dict(ADAPTER_FORMATS.get(record["format"]).base(record))
     dtype = (record.get("base_model") or {}).get("dtype")
     if dtype and dtype != "auto":
-        from lora_lab.models import DTYPES
-
         if dtype in DTYPES:
             kwargs.setdefault("dtype", DTYPES[dtype])
     return kwargs

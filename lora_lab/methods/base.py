@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from lora_lab.methods.adapters import method_record, write_record
+from lora_lab.training.optimizers import OPTIMIZERS
 
 
 @dataclass
@@ -66,8 +67,6 @@ class Method:
         return float(lr) if lr is not None else float(self.cfg.train.lr)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        from lora_lab.training.optimizers import OPTIMIZERS
-
         return OPTIMIZERS.get(self.cfg.train.optimizer)(
             self.trainable_parameters(model), self.learning_rate(), self.cfg.train.weight_decay)
 

@@ -6,6 +6,7 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.schema import choice, positive, ranged
+from lora_lab.meta.distances import check_metric_for_representation
 from lora_lab.methods.base import Method
 from lora_lab.methods.registry import METHODS
 
@@ -41,8 +42,6 @@ class MetaMethod(Method):
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
-        from lora_lab.meta.distances import check_metric_for_representation
-
         if cfg.method.bank_dir is None:
             raise ConfigError("method.bank_dir", None, "meta-generation needs a bank (a folder with bank.json): build "
                               "a mini one in minutes with `lora-lab -m experiment=meta_minibank`, then see "

@@ -32,6 +32,7 @@ from lora_lab.methods.lora import LoraMethod, LoraSchema, head_to_save, lora_con
 from lora_lab.methods.registry import METHODS
 from lora_lab.models import DTYPES
 from lora_lab.models.kinds import kind_of
+from lora_lab.models.structure import empty_model, head_modules
 
 # Inits that need full-precision base weights (PiSSA/orthogonal fail on 4-bit ones) or rewrite the quantised
 # base (OLoRA: the adapter would not fit an untouched 4-bit model).
@@ -61,8 +62,6 @@ def quantization_config(cfg, skip_modules: list[str] | None = None) -> BitsAndBy
 def classifier_head(cfg) -> list[str] | None:
     """A classifier's head, read from the layout before loading: quantising it would turn fresh weights into
     4-bit storage that is neither trainable nor loadable (the head is trained in full and saved instead)."""
-    from lora_lab.models.structure import empty_model, head_modules
-
     if not kind_of(cfg).has_head:
         return None
     skeleton = empty_model(cfg)
