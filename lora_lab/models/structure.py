@@ -17,17 +17,16 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from lora_lab.config.errors import ConfigError
+from lora_lab.models import hub_reachable
 from lora_lab.models.kinds import KINDS
+from lora_lab.models.packaged import find_packaged_folder
+from lora_lab.models.tiny import build_char_tokenizer, is_encoder, tiny_config
 
 LINEAR_TYPES = (torch.nn.Linear, Conv1D)
 
 
 def model_config(mcfg: DictConfig) -> PretrainedConfig | None:
     """The model's transformers config when it is known without loading weights (None: GGUF, unreachable hub)."""
-    from lora_lab.models import hub_reachable
-    from lora_lab.models.packaged import find_packaged_folder
-    from lora_lab.models.tiny import build_char_tokenizer, is_encoder, tiny_config
-
     if mcfg.source == "tiny":
         options = OmegaConf.to_container(mcfg.tiny) if mcfg.tiny else {}
         return tiny_config(build_char_tokenizer(with_mask=is_encoder(options)), options, int(mcfg.num_labels))
