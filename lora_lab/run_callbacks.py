@@ -23,6 +23,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lora_lab.config.errors import ConfigError
+from lora_lab.config.validate import check_task_keys_exist
+from lora_lab.report.collect import collect, expected_jobs
+
 PROGRAM = "lora-lab"
 MIN_FREE_BYTES = 1 << 20  # less than this left on the output disk: not even metrics and logs would fit
 
@@ -64,8 +68,6 @@ class OutputCheck(Callback):
 def sweep_outcome(sweep_dir: Path) -> tuple[Counter, list[str]]:
     """Status counts of the sweep's jobs (a job without metrics.json counts as `missing`) and one note per job
     that is not ok."""
-    from lora_lab.report.collect import collect, expected_jobs
-
     records = collect(sweep_dir)
     expected = len(expected_jobs(sweep_dir))
     if expected:  # a reused sweep dir may hold older jobs beyond this launch's grid
@@ -82,9 +84,6 @@ class TaskKeyCheck(Callback):
     others); a key that no task has is a typo: one line and exit 2 before any job starts."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from lora_lab.config.errors import ConfigError
-        from lora_lab.config.validate import check_task_keys_exist
-
         try:
             check_task_keys_exist(config)
         except ConfigError as err:
