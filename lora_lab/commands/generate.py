@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from lora_lab.config.errors import ConfigError, exit_on_input_error
-from lora_lab.methods.adapter_files import ADAPTER_CONFIG
 from lora_lab.models.kinds import KINDS, kind_of
 from lora_lab.utils.quiet import quiet_known_noise
 
@@ -35,7 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load(folder: Path, overrides: list[str]):
     """(model, tokenizer, use_chat_template) from an adapter folder or a plain model folder."""
-    from lora_lab.commands.saved_run import load_with_adapter  # imports peft: after quiet_known_noise in main
+    # lora_lab.methods (any submodule) loads every method, and with them peft and bitsandbytes: after
+    # quiet_known_noise in main
+    from lora_lab.commands.saved_run import load_with_adapter
+    from lora_lab.methods.adapter_files import ADAPTER_CONFIG
 
     if (folder / ADAPTER_CONFIG).is_file():
         cfg, model, tokenizer = load_with_adapter(folder, overrides)
