@@ -13,7 +13,11 @@ from typing import Any
 from lora_lab.jobs.context import JobContext
 from lora_lab.jobs.registry import JOBS
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate
+from lora_lab.methods.adapter_files import check_base_model, check_shapes, inspect_adapter
+from lora_lab.methods.adapters import base_load_kwargs, load_adapter
+from lora_lab.methods.qlora import unpacked_numel
 from lora_lab.models import load_model_and_tokenizer
+from lora_lab.models.structure import empty_model
 
 
 def base_label(cfg, load_kwargs: dict[str, Any]) -> str:
@@ -33,10 +37,6 @@ def evaluate_only(ctx: JobContext) -> dict:
     load_kwargs: dict[str, Any] = {}
     files = None
     if cfg.adapter_path:
-        from lora_lab.methods.adapter_files import check_base_model, check_shapes, inspect_adapter
-        from lora_lab.methods.adapters import base_load_kwargs
-        from lora_lab.models.structure import empty_model
-
         files = inspect_adapter(cfg.adapter_path)  # before anything heavy: a bad folder is one line
         check_base_model(files, cfg.model)
         layout = empty_model(cfg)  # the model's modules from its config alone; None when only weights tell
@@ -48,16 +48,12 @@ def evaluate_only(ctx: JobContext) -> dict:
     examples = task.eval_examples()
     model, tokenizer = load_model_and_tokenizer(cfg, load_kwargs)
     if files is not None:
-        from lora_lab.methods.adapters import load_adapter
-
         check_shapes(files, model, cfg.model.name)  # again on the real model (GGUF sources have no layout early)
         model = load_adapter(model, files.folder)  # any method's format (RoSA's sparse part, GaLore deltas)
     model.to(ctx.device)
     model.requires_grad_(False)  # nothing is trained here: trainable_params 0, total_params the model's (+ adapter)
     metrics = count_parameters(model)
     if "quantization_config" in load_kwargs:  # packed 4-bit storage holds two values per byte
-        from lora_lab.methods.qlora import unpacked_numel
-
         metrics["total_params"] = sum(unpacked_numel(p) for p in model.parameters())
     metrics["eval_base"] = base_label(cfg, load_kwargs)
     metrics.update(evaluate(ctx, model, tokenizer, task, examples, "eval"))
