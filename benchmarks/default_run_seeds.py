@@ -4,7 +4,7 @@ Runs `lora-lab -m seed=0,1,2` (SmolLM2-135M-Instruct, task=arith, method=lora: t
 then reads every job's metrics.json and writes the before → after score per seed with the mean and spread to
 `benchmarks/results/default_run_seeds.json`. The sweep is resumable: a finished job is skipped on a rerun.
 
-    python benchmarks/default_run_seeds.py                 # ~4 min per seed on 2 CPU cores
+    python benchmarks/default_run_seeds.py                 # 11-15 min per seed on 2 shared CPU cores
     python benchmarks/default_run_seeds.py --seeds 0,1,2,3,4
 """
 
