@@ -147,11 +147,12 @@ class Checkpointing:
         self.every = int(ctx.cfg.train.get("checkpoint_every") or 0)
         self.resumed_from = 0
         self.state = TrainState()
-        self.optimization: Optimization | None = None  # the last step's, for a checkpoint at an interrupt
+        self.optimization: Optimization | None = None  # the run's (set by restore), for a checkpoint at an interrupt
 
     def restore(self, optimization: Optimization) -> TrainState:
         """The state to train from: restored (weights, `optimization`'s optimizer and schedule, method state, RNG)
         from the run's checkpoint when it resumes, else a fresh one."""
+        self.optimization = optimization
         run_dir = main_run_dir(self.ctx.run_dir)  # every data-parallel rank restores rank 0's checkpoint
         if not should_resume(self.ctx.cfg, run_dir):
             if self.ctx.cfg.get("resume", False):
@@ -163,7 +164,6 @@ class Checkpointing:
 
     def on_step(self, state: TrainState, optimization: Optimization) -> None:
         cfg = self.ctx.cfg
-        self.optimization = optimization
         if state.step % max(int(cfg.train.log_every), 1) == 0 or state.step == cfg.train.max_steps:
             self.ctx.logger.log({"train_loss": state.losses[-1], "lr": optimization.lr}, step=state.step)
         if self.rank == 0 and self.every > 0 and state.step % self.every == 0 and state.step < cfg.train.max_steps:

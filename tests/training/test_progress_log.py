@@ -9,25 +9,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-LINE = re.compile(r"^step (\d+)/6 loss \d+\.\d{4} lr \S+ tokens/s \d+\.\d elapsed \d+:\d\d:\d\d eta \d+:\d\d:\d\d$")
 
-
-def test_progress_lines_reach_the_run_dir_log_and_redirected_stdout(tmp_path: Path) -> None:
+def run_redirected(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    """A smoke run whose stdout is a file, as under sbatch/nohup: (the process, train.log's lines, stdout's)."""
     env = {**os.environ, "LORA_LAB_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     env.pop("LORA_LAB_RUN_TOKEN", None)
     stdout = tmp_path / "job.out"
-    with stdout.open("w") as out:  # stdout is a file, as under sbatch/nohup
+    with stdout.open("w") as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "lora_lab", "experiment=smoke", "train.max_steps=6", "train.log_every=2",
-             "task.num_train=16", "eval.before=false", "eval.after=false", "print_summary=false"],
+            [sys.executable, "-m", "lora_lab", "experiment=smoke", "task.num_train=16", "print_summary=false",
+             *overrides],
             env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=600,
         )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (log,) = (tmp_path / "runs").rglob("train.log")
-    lines = log.read_text().splitlines()
-    assert [int(LINE.match(line).group(1)) for line in lines] == [2, 4, 6], lines
-    assert [line for line in stdout.read_text().splitlines() if line.startswith("step ")] == lines
+    return proc, log.read_text().splitlines(), stdout.read_text().splitlines()
 
+
+LINE = re.compile(r"^step (\d+)/6 loss \d+\.\d{4} lr \S+ tokens/s \d+\.\d elapsed \d+:\d\d:\d\d eta \d+:\d\d:\d\d$")
+
+
+def test_progress_lines_reach_the_run_dir_log_and_redirected_stdout(tmp_path: Path) -> None:
+    _, lines, stdout = run_redirected(tmp_path, "train.max_steps=6", "train.log_every=2", "eval.before=false",
+                                      "eval.after=false")
+    assert [int(LINE.match(line).group(1)) for line in lines] == [2, 4, 6], lines
+    assert [line for line in stdout if line.startswith("step ")] == lines
 
 
 EVAL_LINE = re.compile(r"^eval (before|after): (batch \d/3|0/6 examples|6/6 examples accuracy \d\.\d{4} examples/s \d+\.\d)"
@@ -47,22 +53,12 @@ def _shape(line: str) -> str:
 def test_evaluation_progress_lines_reach_the_same_log_and_redirected_stdout(tmp_path: Path) -> None:
     """Evaluation before and after training: a first line, a line per batch done (3 batches; at most one per
     tenth, the last left to the closing line) and a closing line with the score, around the training lines."""
-    env = {**os.environ, "LORA_LAB_OUTPUTS": str(tmp_path), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    env.pop("LORA_LAB_RUN_TOKEN", None)
-    stdout = tmp_path / "job.out"
-    with stdout.open("w") as out:  # stdout is a file, as under sbatch/nohup
-        proc = subprocess.run(
-            [sys.executable, "-m", "lora_lab", "experiment=smoke", "train.max_steps=2", "train.log_every=1",
-             "task.num_train=16", "task.eval_limit=6", "eval.batch_size=2", "print_summary=false"],
-            env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=600,
-        )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (log,) = (tmp_path / "runs").rglob("train.log")
-    lines = log.read_text().splitlines()
+    proc, lines, stdout = run_redirected(tmp_path, "train.max_steps=2", "train.log_every=1", "task.eval_limit=6",
+                                         "eval.batch_size=2")
     assert [_shape(line) for line in lines] == [
         "eval before: 0/6 examples", "eval before: batch 1/3", "eval before: batch 2/3", "eval before: 6/6 examples",
         "step 1/2", "step 2/2",
         "eval after: 0/6 examples", "eval after: batch 1/3", "eval after: batch 2/3", "eval after: 6/6 examples",
     ], lines
-    assert stdout.read_text().splitlines() == lines  # the same lines on the redirected stdout
+    assert stdout == lines  # the same lines on the redirected stdout
     assert "eval (" not in proc.stderr  # no tqdm bar without a terminal
