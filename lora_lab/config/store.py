@@ -9,6 +9,8 @@ YAML file therefore holds only what its option sets differently (a preset), ever
 
 from __future__ import annotations
 
+import functools
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
@@ -36,7 +38,9 @@ def defaults_of(schema_cls: type) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(schema_cls))
 
 
+@functools.cache
 def register_schemas() -> None:
+    """Once per process (every compose calls it; the registries are filled at import and do not change)."""
     store = ConfigStore.instance()
     # the root keys as plain values (a typed root would refuse the groups merged beside them)
     store.store(group="schema", name="root", node=OmegaConf.create(defaults_of(S.RootConfig)), package="_global_")
