@@ -3,7 +3,8 @@ standalone transformers folder (safetensors + config + tokenizer) that loads wit
 
 The merge is the adapter-format registry's (`methods/adapters.py`): peft's merge_and_unload, QLoRA into a
 dequantised float base, RoSA's sparse part added, GaLore's deltas. The merged model's outputs equal the
-unmerged adapter's up to float reassociation.
+unmerged adapter's up to float reassociation, and that is checked on every merge: a merged model whose outputs
+on seeded probe inputs differ from the adapter's is refused with one line (exit 2) and nothing is written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from lora_lab.config.errors import ConfigError, exit_on_input_error
+from lora_lab.utils.io import atomic_directory
 from lora_lab.utils.quiet import quiet_known_noise
 
 
@@ -30,10 +32,11 @@ def merge_to_folder(adapter: Path, out: Path, overrides: list[str] | None = None
     if out.exists():
         raise ConfigError("out", str(out), "already exists; choose a new folder")
     _, model, tokenizer = load_with_adapter(adapter, overrides or [])
-    merged = merge_adapter(model, adapter)
+    merged = merge_adapter(model, adapter)  # MergeMismatch (nothing written) unless it reproduces the adapter
     merged.config.name_or_path = str(out)
-    merged.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    with atomic_directory(out, replace=False) as staged:  # a failed write leaves no half folder at `out`
+        merged.save_pretrained(str(staged), safe_serialization=True)
+        tokenizer.save_pretrained(str(staged))
     return out
 
 

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lora_lab.methods.adapter_files import RECORD_FILE, read_json_object
+from lora_lab.methods.merge_check import check_merge, probe_inputs, probe_outputs
 from lora_lab.models import DTYPES
 from lora_lab.registry import Registry
 
@@ -79,9 +80,17 @@ def load_adapter(base: torch.nn.Module, folder: Path) -> torch.nn.Module:
     return ADAPTER_FORMATS.get(read_record(folder)["format"]).load(base, Path(folder))
 
 
-def merge_adapter(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
-    """Fold a loaded adapter into the base weights and return the plain base model."""
-    return ADAPTER_FORMATS.get(read_record(folder)["format"]).merge(model, Path(folder))
+def merge_adapter(model: torch.nn.Module, folder: Path, *, check: bool = True) -> torch.nn.Module:
+    """Fold a loaded adapter into the base weights and return the plain base model. `check`: the merged model
+    must reproduce the adapter's outputs on seeded probe inputs (`merge_check`), else MergeMismatch."""
+    merge = ADAPTER_FORMATS.get(read_record(folder)["format"]).merge
+    if not check:
+        return merge(model, Path(folder))
+    ids = probe_inputs(model)
+    expected = probe_outputs(model, ids)
+    merged = merge(model, Path(folder))
+    check_merge(expected, merged, ids, f"merge of {folder}")
+    return merged
 
 
 def load_merged(base: torch.nn.Module, folder: Path) -> torch.nn.Module:

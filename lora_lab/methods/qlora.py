@@ -144,16 +144,27 @@ def merged_weight(layer: torch.nn.Module, adapter: str) -> torch.Tensor:
 
 
 def dequantised_merge(model: torch.nn.Module, folder: Path) -> torch.nn.Module:
-    """Every LoRA layer becomes W_deq + ΔW, every other 4-bit layer W_deq: a plain float model."""
+    """Every LoRA layer becomes W_deq + ΔW, every other 4-bit layer W_deq, every module trained in full and
+    saved with the adapter (a classifier head) its trained copy: a plain float model.
+
+    `unload()` strips the adapter without merging, and since peft 0.22 that also puts back the *original*
+    modules_to_save (the untrained head); the trained copies are taken before unloading and set back after."""
     from peft.tuners.lora import LoraLayer
+    from peft.utils.other import ModulesToSaveWrapper
 
     merged = {
         name.removeprefix("base_model.model."): merged_weight(module, module.active_adapters[0])
         for name, module in model.named_modules() if isinstance(module, LoraLayer)
     }
+    trained_copies = {
+        name.removeprefix("base_model.model."): module.modules_to_save[module.active_adapters[0]]
+        for name, module in model.named_modules() if isinstance(module, ModulesToSaveWrapper)
+    }
     base = model.unload()
     if getattr(base, "is_loaded_in_4bit", False):
         base = base.dequantize()
+    for name, module in trained_copies.items():
+        base.set_submodule(name, module)
     with torch.no_grad():
         for name, weight in merged.items():
             target = base.get_submodule(name).weight

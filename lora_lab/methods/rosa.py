@@ -107,7 +107,10 @@ class RosaMethod(LoraMethod):
 
     # ----- persistence -----
     def save(self, model: torch.nn.Module, out_dir: Path) -> None:
-        model.save_pretrained(str(out_dir))
+        # S lives in its own file; peft >= 0.22 picks adapter tensors by tuner layer, not by name, and would also
+        # write S into the LoRA file (which plain peft then reports as unexpected keys on load)
+        lora_only = {k: v for k, v in model.state_dict().items() if ".rosa_S." not in k}
+        model.save_pretrained(str(out_dir), state_dict=lora_only)
         tensors, shapes = {}, {}
         for name, _, delta in sparse_deltas(model):
             shapes[name] = list(delta.shape)

@@ -34,6 +34,10 @@ LOG_LINES: tuple[tuple[str, str], ...] = (
     # the hub (`pip install kernels`) and falls back to its own CPU kernel; lora-lab's 4-bit path (QLoRA) runs
     # on CUDA and an offline run could not fetch the kernel anyway.
     ("bitsandbytes.backends.cpu.ops", r"Failed to load CPU gemm_4bit_forward from kernels-community"),
+    # the same fetch, one step earlier, since `kernels` 0.19 (pulled in by transformers 5.25): offline it cannot
+    # check the kernel's publisher and says so before failing to find the kernel in its cache
+    ("kernels._internals.hf_hub",
+     r"Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes' because "),
 )
 
 

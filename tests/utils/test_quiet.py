@@ -14,7 +14,7 @@ from tests.helpers.sweep_helpers import run_cli
 
 # a piece of each third-party line quiet_known_noise silences
 NOISE = ("is_gradient_checkpointing", "gemm_4bit_forward", "pip install kernels", "Could not find a config file",
-         "Unable to fetch remote file", "Loading weights")
+         "Unable to fetch remote file", "Loading weights", "Skipping publisher trust check")
 
 
 def assert_quiet(output: str) -> None:
