@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf
 
 from lora_lab.config.compose import CONF_DIR, compose_config
@@ -49,7 +50,11 @@ def job_override_sets(overrides: list[str]) -> list[list[str]]:
     axes = []
     for override in parsed:
         key = override.get_key_element()
-        if override.is_sweep_override():
+        if override.is_sweep_override() and isinstance(override.value(), IntervalSweep):
+            # a search dimension (hparams_search): not enumerable; its two ends stand for it
+            sweep = override.value()
+            values = [f"{key}={bound}" for bound in (sweep.start, sweep.end)]
+        elif override.is_sweep_override():
             values = [f"{key}={value}" for value in override.sweep_string_iterator()]
         else:
             values = [override.input_line]

@@ -125,8 +125,9 @@ def _pre_smollm(node: dict) -> bool:
             and steps[0].get("individual_digits") and _pre_gpt2(steps[1]))
 
 
-# pre-tokenizer (tokenizer.json's `pre_tokenizer`) -> llama.cpp's name for the same split, first match wins
-PRE_TOKENIZERS = {"smollm": _pre_smollm, "gpt2": _pre_gpt2}
+# pre-tokenizer (tokenizer.json's `pre_tokenizer`) -> llama.cpp's name for the same split (its spelling: `gpt-2`),
+# first match wins
+PRE_TOKENIZERS = {"smollm": _pre_smollm, "gpt-2": _pre_gpt2}
 
 
 def _byte_level_bpe(spec: dict, tokens: list[str]) -> tuple[str, list[str], list[str]]:
@@ -153,7 +154,7 @@ def _characters(spec: dict, tokens: list[str]) -> tuple[str, list[str], list[str
             raise ConfigError("tokenizer.model", "WordLevel", f"token {token!r} is not one ASCII character",
                               choices=list(TOKENIZER_MODELS))
         respelled.append(token if token in special else alphabet[ord(token)])
-    return "gpt2", respelled, []
+    return "gpt-2", respelled, []
 
 
 # tokenizer.json's `model.type` -> how its vocabulary becomes a byte-level GGUF vocabulary

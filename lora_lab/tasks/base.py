@@ -58,6 +58,7 @@ class Task:
     eval_mode: ClassVar[str] = "generate"  # generate | choice | perplexity — picks the evaluator
     classification: ClassVar[bool] = False  # True: a sequence-classification model (encoder head) can run it
     primary_metric: ClassVar[str] = "accuracy"
+    higher_is_better: ClassVar[bool] = True  # of the primary metric: a search maximises it (perplexity: minimises)
     stop_strings: ClassVar[list[str]] = []
 
     def __init__(self, tcfg: DictConfig):

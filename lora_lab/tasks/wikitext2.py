@@ -109,7 +109,8 @@ class Wikitext2Schema(TaskSchema):
 class Wikitext2Task(Task):
     schema = Wikitext2Schema
     eval_mode = "perplexity"
-    primary_metric = "perplexity"  # lower is better
+    primary_metric = "perplexity"
+    higher_is_better = False
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:

@@ -95,7 +95,7 @@ def test_metadata_and_tensors_are_what_llama_cpp_expects(trained, tmp_path, type
         "llama.embedding_length": 64, "llama.feed_forward_length": 128, "llama.attention.head_count": 4,
         "llama.attention.head_count_kv": 2, "llama.rope.dimension_count": 16, "llama.vocab_size": config.vocab_size,
         "general.file_type": int(gguf_export.EXPORT_TYPES.get(type_name).file_type),
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt2", "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.bos_token_id": 1,
         "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.padding_token_id": 0, "tokenizer.ggml.unknown_token_id": 3,
         "tokenizer.ggml.add_bos_token": False,
     }

@@ -1,0 +1,1 @@
+"""Hyperparameter search: an Optuna study driven through Hydra's sweeper interface (`hparams_search=<preset>`)."""

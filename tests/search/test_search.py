@@ -1,0 +1,126 @@
+"""`hparams_search=<preset>`: an Optuna study over real tiny-model jobs, seeded, resumable and honest about failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lora_lab.config.errors import ConfigError
+from lora_lab.search.space import parse_space, trial_overrides
+from tests.helpers.sweep_helpers import TINY_JOB, cli_env, run_cli
+
+SEARCH = ["-m", "hparams_search=lora", *TINY_JOB, "train.max_steps=2", "hydra.sweeper.n_trials=4"]
+
+
+def results(outputs: Path, name: str = "lora-arith-tiny") -> dict:
+    return json.loads((outputs / "searches" / name / "search_results.json").read_text())
+
+
+def study(outputs: Path, name: str = "lora-arith-tiny") -> optuna.Study:
+    db = outputs / "searches" / name / "optuna.db"
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def test_a_seeded_search_gives_the_same_parameters_twice(tmp_path: Path) -> None:
+    runs = []
+    for attempt in ("a", "b"):
+        result = run_cli(SEARCH, tmp_path / attempt)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(results(tmp_path / attempt))
+    assert [t["params"] for t in runs[0]["trials"]] == [t["params"] for t in runs[1]["trials"]]
+    assert runs[0]["states"] == {"complete": 4} and runs[0]["direction"] == "maximize"
+    best = runs[0]["best"]
+    assert best["command"].startswith("lora-lab hparams_search=lora ") and "method.lr=" in best["command"]
+    assert {"optimization_history.png", "param_importances.png"} <= set(runs[0]["figures"])
+    assert runs[0]["study"] == "lora-arith-tiny"  # the preset's stable sweep dir names the study
+
+
+def test_a_killed_search_resumes_with_the_trials_it_has(tmp_path: Path) -> None:
+    """Killed (SIGKILL) while its third trial runs, then the same command again: 4 trials complete, not 6."""
+    search_dir = tmp_path / "searches" / "lora-arith-tiny"
+    code = "import sys\nfrom lora_lab.cli import main\nsys.argv = ['lora-lab', *sys.argv[1:]]\nmain()\n"
+    process = subprocess.Popen([sys.executable, "-c", code, *SEARCH], env=cli_env(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (search_dir / "2").is_dir():  # trial 2's job dir: trials 0 and 1 are told to the study
+            assert process.poll() is None and time.monotonic() < deadline, "the search ended before trial 2"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    before = study(tmp_path)
+    assert [t.state.name for t in before.trials] == ["COMPLETE", "COMPLETE", "RUNNING"]
+
+    result = run_cli(SEARCH, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = study(tmp_path).trials
+    assert [t.state.name for t in trials].count("COMPLETE") == 4
+    assert trials[2].state.name == "FAIL" and trials[2].user_attrs["failure"].startswith("interrupted")
+    assert [t.params for t in trials[:2]] == [t.params for t in before.trials[:2]]  # finished trials not rerun
+    assert len(trials) == 5
+    assert (search_dir / "interrupted" / "2").is_dir()  # the cut-short job, set aside; not counted as a job
+    assert "4 jobs, 4 ok, 0 failed" in result.stdout
+
+
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(tmp_path: Path) -> None:
+    # lr=1e30 diverges by step 2; the random sampler with this seed draws it 3 times in 4 (1e-3 once)
+    args = [*SEARCH, "hydra.sweeper.sampler=random", "hydra.sweeper.seed=1", "method.lr=choice(1e-3,1e30)",
+            "method.r=8", "method.alpha=16", "method.dropout=0.0", "train.max_steps=4", "train.warmup_ratio=0"]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 1  # a failed job fails the multirun, as for any multirun
+    assert "4 jobs, " in result.stderr and " failed" in result.stderr
+    found = results(tmp_path)
+    failed = [t for t in found["trials"] if t["state"] == "fail"]
+    completed = [t for t in found["trials"] if t["state"] == "complete"]
+    assert failed and completed and len(found["trials"]) == 4
+    assert all(t["params"]["method.lr"] == 1e30 and "Diverged" in t["failure"] for t in failed)
+    assert all(t["value"] is None for t in failed)
+    assert found["best"]["params"]["method.lr"] == 1e-3
+
+
+def test_the_space_reads_hydra_sweep_syntax() -> None:
+    space, fixed = parse_space(["method.lr=tag(log, interval(1e-4, 1e-2))", "method.r=choice(4, 8)",
+                                "method.alpha=range(8, 33, step=8)", "train.max_steps=interval(2, 9)",
+                                "task.eval_limit=4", "method.r=choice(16, 32)"])
+    assert space["method.lr"] == optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    assert space["method.r"] == optuna.distributions.CategoricalDistribution([16, 32])  # the later one wins
+    assert space["method.alpha"] == optuna.distributions.IntDistribution(8, 32, step=8)
+    assert space["train.max_steps"] == optuna.distributions.IntDistribution(2, 9)
+    assert fixed == ["task.eval_limit=4"]
+    assert trial_overrides({"method.lr": 0.001, "method.bias": "lora_only", "x": True, "y": None}) == [
+        "method.lr=0.001", "method.bias=lora_only", "x=true", "y=null"]
+    with pytest.raises(ConfigError, match="interval is empty"):
+        parse_space(["method.lr=interval(1e-2, 1e-4)"])
+
+
+def test_every_preset_composes_with_a_space() -> None:
+    from lora_lab.config.compose import CONF_DIR, compose_config
+
+    presets = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+    assert {"lora", "qlora", "galore", "sparse_lora", "meta"} <= set(presets)
+    for preset in presets:
+        cfg = compose_config([f"hparams_search={preset}"], return_hydra_config=True)
+        assert cfg.hydra.sweeper._target_.endswith("OptunaSearch")
+        space, _ = parse_space([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
+        assert space and all(key.split(".")[0] in ("method", "metric", "train") for key in space)
+        assert cfg.method.name == preset
+
+
+def test_a_changed_search_in_the_same_dir_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Resuming is for the same search; another space would mix trials of two questions in one study."""
+    first = run_cli([*SEARCH, "hydra.sweeper.n_trials=1"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    changed = run_cli([*SEARCH, "hydra.sweeper.n_trials=1", "train.warmup_ratio=interval(0,0.2)"], tmp_path)
+    assert changed.returncode == 2
+    lines = [line for line in changed.stderr.splitlines() if line.startswith("lora-lab:")]
+    assert len(lines) == 1 and "hydra.sweep.dir=" in lines[0] and "another space" in lines[0]
+    assert len(study(tmp_path).trials) == 1
