@@ -234,7 +234,7 @@ class OptunaSearch(Sweeper):
         best = study.best_trial
         returns = self.launch([[*fixed, *trial_overrides(best.params), f"seed={s}"] for s in self.final_seeds])
         values = {s: (float(r.return_value) if job_failure(r) is None else None)
-                  for s, r in zip(self.final_seeds, returns)}
+                  for s, r in zip(self.final_seeds, returns, strict=True)}
         finite = [v for v in values.values() if v is not None]
         return {"trial": best.number, "params": best.params, "seeds": values,
                 "mean": statistics.fmean(finite) if finite else None,

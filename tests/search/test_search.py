@@ -124,3 +124,16 @@ def test_a_changed_search_in_the_same_dir_is_refused_in_one_line(tmp_path: Path)
     lines = [line for line in changed.stderr.splitlines() if line.startswith("lora-lab:")]
     assert len(lines) == 1 and "hydra.sweep.dir=" in lines[0] and "another space" in lines[0]
     assert len(study(tmp_path).trials) == 1
+
+
+def test_seeds_average_a_trial_and_final_seeds_rerun_the_best(tmp_path: Path) -> None:
+    args = [*SEARCH, "hydra.sweeper.n_trials=2", "hydra.sweeper.seeds=[0,1]", "hydra.sweeper.final_seeds=[7,8]"]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = results(tmp_path)
+    for trial in found["trials"]:  # one job per seed, the trial's value their mean
+        assert len(trial["run_dirs"]) == 2 and trial["value"] == pytest.approx(sum(trial["seed_values"]) / 2)
+    final = found["final_seeds"]
+    assert final["trial"] == found["best"]["number"] and set(final["seeds"]) == {"7", "8"}  # JSON keys
+    assert final["mean"] is not None
+    assert "6 jobs, 6 ok, 0 failed" in result.stdout  # 2 trials x 2 seeds + 2 held-out runs
