@@ -338,3 +338,27 @@ def test_lora_lab_sweep_on_slurm_then_report(slurm_partition: str, tmp_path: Pat
         assert (sweep_dir / name).is_file(), name
     table = (sweep_dir / "results.md").read_text()
     assert all(f"| {r} |" in table for r in (2, 4, 8))
+
+
+def test_hparams_search_on_slurm_runs_trials_side_by_side(slurm_partition: str, tmp_path: Path) -> None:
+    """`hparams_search=lora` through the SLURM launcher: 4 trials, 2 per batch as one job array each, all told to
+    the study and written to search_results.json."""
+    import json
+
+    sweep_dir = tmp_path / "search"
+    run_command(
+        [
+            "lora-lab", "-m", "hparams_search=lora", "experiment=smoke", "train.max_steps=2", "task.num_train=32",
+            "task.eval_limit=4", "eval.before=false", "print_summary=false", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=2", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm_partition}",
+            "hardware.slurm.mem_gb=2", "hardware.slurm.timeout_min=10", f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+        timeout=900,
+        env={"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LORA_LAB_OUTPUTS": str(tmp_path / "outputs")},
+    )  # fmt: skip
+    results = json.loads((sweep_dir / "search_results.json").read_text())
+    assert results["states"] == {"complete": 4}
+    assert sorted(p.parent.name for p in sweep_dir.glob("[0-9]*/metrics.json")) == ["0", "1", "2", "3"]
+    assert len(list(sweep_dir.glob(".submitit/*/*submission.sh"))) >= 2, "each batch is one sbatch job array"
+    assert results["best"]["value"] is not None

@@ -137,3 +137,15 @@ def test_seeds_average_a_trial_and_final_seeds_rerun_the_best(tmp_path: Path) ->
     assert final["trial"] == found["best"]["number"] and set(final["seeds"]) == {"7", "8"}  # JSON keys
     assert final["mean"] is not None
     assert "6 jobs, 6 ok, 0 failed" in result.stdout  # 2 trials x 2 seeds + 2 held-out runs
+
+
+def test_a_data_parallel_job_is_one_trial(tmp_path: Path) -> None:
+    """With two gloo ranks per job, each rank does not become a trial of its own: 2 trials, 2 job dirs."""
+    result = run_cli([*SEARCH, "hydra.sweeper.n_trials=2", "hardware=cpu_ddp", "train.grad_accum=1"], tmp_path,
+                     timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [t.state.name for t in study(tmp_path).trials] == ["COMPLETE", "COMPLETE"]
+    search_dir = tmp_path / "searches" / "lora-arith-tiny"
+    assert sorted(p.name for p in search_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
+    for num in ("0", "1"):
+        assert json.loads((search_dir / num / "metrics.json").read_text())["world_size"] == 2
