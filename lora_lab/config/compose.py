@@ -10,7 +10,19 @@ from omegaconf import DictConfig
 
 from lora_lab.config.resolvers import register_resolvers
 
-CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def find_conf_dir() -> Path:
+    """The config tree: `conf/` beside the package in a source checkout (an editable install included), else the
+    copy a wheel ships inside the package (`lora_lab/conf`, mapped from the repo's `conf/` in pyproject.toml)."""
+    for candidate in (PACKAGE_DIR.parent / "conf", PACKAGE_DIR / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no lora-lab config tree (config.yaml) beside or inside {PACKAGE_DIR}")
+
+
+CONF_DIR = find_conf_dir()
 
 
 def compose_config(overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
