@@ -15,7 +15,7 @@ REPORT=${REPORT:-$SCRATCH/check_latest_report.txt}
 export HF_HUB_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false LORA_LAB_UNLOCKED=1
 python3 -m venv "$SCRATCH/venv" && . "$SCRATCH/venv/bin/activate" || exit 1
 python -m pip install -q --upgrade pip
-python -m pip install -q "torch==2.13.0"
+python -m pip install -q "torch==2.13.0" packaging
 python launch/uncapped_requirements.py > "$SCRATCH/uncapped.txt" || exit 1
 python -m pip install -q --upgrade --upgrade-strategy eager -r "$SCRATCH/uncapped.txt" "torch==2.13.0" || {
     echo "check_latest: the newest releases do not install together (see pip's message above)"; exit 1; }
