@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "lora_lab"
 LIBRARY = ("training", "methods", "tasks", "models", "evaluation", "meta", "report", "loggers", "utils", "config",
            "registry")
-ENTRY_AND_RECIPES = ("lora_lab.cli", "lora_lab.rank_entry", "lora_lab.jobs", "lora_lab.commands")
+ENTRY_AND_RECIPES = ("lora_lab.cli", "lora_lab.rank_entry", "lora_lab.jobs", "lora_lab.commands", "lora_lab.search")
 
 
 def module_files() -> dict[str, Path]:
