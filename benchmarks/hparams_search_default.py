@@ -4,7 +4,9 @@
 training (the "before" evaluation is the same for every trial and is skipped); then the best parameters are run
 again on 3 held-out seeds and compared with the default configuration's 3-seed mean
 (`benchmarks/results/default_run_seeds.json`). Resumable: rerun the same command after a stop and the search
-continues where it was (the study is in the sweep dir); wall time is summed over sittings.
+continues where it was (the study is in the sweep dir); wall time is summed over sittings. The study itself
+(a small SQLite file, no weights) is kept in `benchmarks/results/` too, and put back into a fresh sweep dir, so a
+search carries over to another machine or checkout.
 
     python benchmarks/hparams_search_default.py            # ~6 min per trial per core; hours in all
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +27,16 @@ from lora_lab.utils.io import atomic_write_json, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 FINAL_SEEDS = "[100,101,102]"
+
+
+def keep_study(db: Path, kept: Path) -> None:
+    """A consistent copy of the study (SQLite's own backup), written atomically beside the results JSON."""
+    if not db.is_file():
+        return
+    tmp = kept.with_name(f".{kept.name}.tmp")
+    with sqlite3.connect(db) as source, sqlite3.connect(tmp) as target:
+        source.backup(target)
+    os.replace(tmp, kept)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
                  "hydra/launcher=local", "hardware.num_threads=1", "eval.before=false", "print_summary=false",
                  f"hydra.sweeper.final_seeds={FINAL_SEEDS}", f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    kept_study = Path(args.out).with_suffix(".optuna.db")
+    sweep.mkdir(parents=True, exist_ok=True)
+    if kept_study.is_file() and not (sweep / "optuna.db").is_file():
+        shutil.copy2(kept_study, sweep / "optuna.db")  # a search begun elsewhere goes on here
     started = time.monotonic()
     code = subprocess.call([sys.executable, "-m", "lora_lab", "-m", *overrides], env=env)
-    sweep.mkdir(parents=True, exist_ok=True)
+    keep_study(sweep / "optuna.db", kept_study)
     wall_file = sweep / "wall_seconds.txt"
     sittings = [float(x) for x in wall_file.read_text().split()] if wall_file.is_file() else []
     sittings.append(time.monotonic() - started)
