@@ -35,6 +35,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from lora_lab.config.errors import ConfigError, report_input_error
+from lora_lab.utils.io import read_json
 
 if TYPE_CHECKING:
     import optuna
@@ -70,15 +71,13 @@ def job_failure(ret: JobReturn) -> str | None:
     reason = None
     metrics_path = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) / "metrics.json" if ret.hydra_cfg else None
     if metrics_path is not None and metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-            status = metrics.get("status")
-            if status != "ok":
-                reason = f"{status}: {metrics.get('error_type') or ''} {metrics.get('error') or ''}".strip()
-            else:
-                reason = f"ok but no finite score (score={metrics.get('score')!r})"
-        except (OSError, ValueError) as err:
-            reason = f"unreadable metrics.json ({err})"
+        metrics = read_json(metrics_path)
+        if not isinstance(metrics, dict):
+            reason = f"unreadable metrics.json ({metrics_path})"
+        elif metrics.get("status") != "ok":
+            reason = f"{metrics.get('status')}: {metrics.get('error_type') or ''} {metrics.get('error') or ''}".strip()
+        else:
+            reason = f"ok but no finite score (score={metrics.get('score')!r})"
     if reason is None and ret.status == JobStatus.FAILED:
         reason = f"job raised {type(ret._return_value).__name__}: {ret._return_value}"
     return reason or "refused or failed before writing metrics.json (see the job's log)"
@@ -99,13 +98,6 @@ class OptunaSearch(Sweeper):
                  seed: int = 0, storage: str | None = None, study_name: str | None = None,
                  params: dict[str, str] | None = None, seeds: Sequence[int] | None = None,
                  final_seeds: Sequence[int] | None = None) -> None:
-        if direction not in DIRECTIONS:
-            raise ConfigError("hydra.sweeper.direction", direction, "unknown direction", choices=DIRECTIONS)
-        if sampler not in SAMPLERS:
-            raise ConfigError("hydra.sweeper.sampler", sampler, "unknown sampler", choices=sorted(SAMPLERS))
-        for key, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
-            if int(value) < 1:
-                raise ConfigError(f"hydra.sweeper.{key}", value, "must be >= 1")
         self.n_trials, self.n_jobs, self.direction = int(n_trials), int(n_jobs), direction
         self.sampler_name, self.seed, self.storage, self.study_name = sampler, int(seed), storage, study_name
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
@@ -128,12 +120,24 @@ class OptunaSearch(Sweeper):
             report_input_error("lora-lab", err)
             sys.exit(2)
 
+    def check(self) -> None:
+        """The sweeper's own keys. Checked here, not in __init__: Hydra reports an exception raised while it
+        builds the sweeper as a multi-line error, while `sweep` prints a ConfigError as the project's one line."""
+        if self.direction not in DIRECTIONS:
+            raise ConfigError("hydra.sweeper.direction", self.direction, "unknown direction", choices=DIRECTIONS)
+        if self.sampler_name not in SAMPLERS:
+            raise ConfigError("hydra.sweeper.sampler", self.sampler_name, "unknown sampler", choices=sorted(SAMPLERS))
+        for key, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
+            if value < 1:
+                raise ConfigError(f"hydra.sweeper.{key}", value, "must be >= 1")
+
     def search(self, arguments: list[str]) -> Any:
         # imported here, not at the top: Hydra imports the sweeper's module at the start of every run
         from lora_lab.search.results import write_results
         from lora_lab.search.space import parse_space
 
         assert self.config is not None and self.launcher is not None
+        self.check()
         space, fixed = parse_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         if not space:
             raise ConfigError("hparams_search", None, "the search space is empty: choose a preset "
@@ -144,7 +148,7 @@ class OptunaSearch(Sweeper):
         definition = {"space": {key: repr(dist) for key, dist in sorted(space.items())}, "fixed": sorted(fixed),
                       "seeds": self.seeds, "direction": direction}
         study = self.open_study(sweep_dir, direction, definition)
-        self.next_job = self.jobs_already_in(sweep_dir)
+        self.next_job = self.first_free_job(sweep_dir, study)
         remaining = self.n_trials - sum(counts_toward_budget(t) for t in study.trials)
         log.info("search %s: %s %s, %d trials done, %d to run", study.study_name, direction,
                  OmegaConf.select(self.config, "task.name"), self.n_trials - max(remaining, 0), max(remaining, 0))
@@ -186,9 +190,12 @@ class OptunaSearch(Sweeper):
         return study
 
     @staticmethod
-    def jobs_already_in(sweep_dir: Path) -> int:
-        """Job numbers continue after the job dirs a killed search left, so no trial reuses a dir."""
+    def first_free_job(sweep_dir: Path, study: optuna.Study) -> int:
+        """Job numbers continue after every number used before: the study's trials (an interrupted trial's dir
+        was set aside, its number stays taken) and the job dirs (the held-out reruns are no trials), so no job
+        ever reuses a dir or a set-aside name."""
         numbers = [int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+        numbers += [num for trial in study.trials for num in trial.user_attrs.get("job_nums", [])]
         return max(numbers, default=-1) + 1
 
     def launch(self, job_overrides: list[list[str]]) -> list[JobReturn]:

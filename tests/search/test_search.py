@@ -68,6 +68,7 @@ def test_a_killed_search_resumes_with_the_trials_it_has(tmp_path: Path) -> None:
     assert [t.params for t in trials[:2]] == [t.params for t in before.trials[:2]]  # finished trials not rerun
     assert len(trials) == 5
     assert (search_dir / "interrupted" / "2").is_dir()  # the cut-short job, set aside; not counted as a job
+    assert sorted(p.name for p in search_dir.iterdir() if p.name.isdigit()) == ["0", "1", "3", "4"]  # 2 not reused
     assert "4 jobs, 4 ok, 0 failed" in result.stdout
 
 
@@ -149,3 +150,23 @@ def test_a_data_parallel_job_is_one_trial(tmp_path: Path) -> None:
     assert sorted(p.name for p in search_dir.iterdir() if p.name.isdigit()) == ["0", "1"]
     for num in ("0", "1"):
         assert json.loads((search_dir / num / "metrics.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.parametrize(("override", "key"), [("hydra.sweeper.sampler=foo", "hydra.sweeper.sampler"),
+                                               ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials"),
+                                               ("hydra.sweeper.direction=up", "hydra.sweeper.direction")])
+def test_a_bad_sweeper_setting_is_one_line_before_any_trial(tmp_path: Path, override: str, key: str) -> None:
+    result = run_cli([*SEARCH, override], tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines == [next(line for line in lines if line.startswith(f"lora-lab: config error: {key}="))]
+    assert not (tmp_path / "searches" / "lora-arith-tiny" / "0").exists()
+
+
+def test_a_search_of_choices_only_counts_every_trial_as_a_job(tmp_path: Path) -> None:
+    """The multirun's accounting counts a search's trials as they ran, not as a grid of its space (2 values here,
+    3 trials)."""
+    result = run_cli([*SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.params={}", "method.dropout=choice(0.0,0.1)"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 jobs, 3 ok, 0 failed" in result.stdout
