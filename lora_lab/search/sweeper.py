@@ -34,7 +34,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from lora_lab.config.errors import ConfigError, report_input_error
+from lora_lab.config.errors import ConfigError, DataError, report_input_error
 from lora_lab.utils.io import read_json
 
 if TYPE_CHECKING:
@@ -116,7 +116,8 @@ class OptunaSearch(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return self.search(arguments)
-        except ConfigError as err:  # a bad space or another search in this dir: one line, exit 2, as for any run
+        except (ConfigError, DataError) as err:  # a bad space, another search in this dir, an unwritable
+            # results file: one line, exit 2, as for any run
             report_input_error("lora-lab", err)
             sys.exit(2)
 

@@ -170,3 +170,18 @@ def test_a_search_of_choices_only_counts_every_trial_as_a_job(tmp_path: Path) ->
                      tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 jobs, 3 ok, 0 failed" in result.stdout
+
+
+def test_a_full_disk_while_writing_the_results_is_one_line(tmp_path: Path) -> None:
+    """The trials ran and are in the study; the results file cannot be written: one disk-error line, exit 2,
+    no partial search_results.json."""
+    prelude = ("import lora_lab.search.results as results\n"
+               "from lora_lab.config.errors import StorageError\n"
+               "def full(path, data): raise StorageError(f'{path}: cannot write (No space left on device)')\n"
+               "results.atomic_write_json = full\n")
+    result = run_cli([*SEARCH, "hydra.sweeper.n_trials=1"], tmp_path, prelude=prelude)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lora-lab:")]
+    assert len(lines) == 1 and lines[0].startswith("lora-lab: disk error: ") and "search_results.json" in lines[0]
+    assert not (tmp_path / "searches" / "lora-arith-tiny" / "search_results.json").exists()
+    assert [t.state.name for t in study(tmp_path).trials] == ["COMPLETE"]
