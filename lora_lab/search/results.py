@@ -24,13 +24,16 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def write_results(study: optuna.Study, sweep_dir: Path, *, fixed: list[str], space: dict, seeds: list[int],
-                  final: dict[str, Any] | None, n_trials: int) -> dict[str, Any]:
+                  final: dict[str, Any] | None, n_trials: int,
+                  confirmed: dict[str, Any] | None = None) -> dict[str, Any]:
     trials = study.trials
     states: dict[str, int] = {}
     for trial in trials:
         states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = study.best_trial if completed else None
+    if confirmed and confirmed.get("chosen") is not None:  # the confirmation's pick, not the one-seed best
+        best = trials[confirmed["chosen"]]
     results: dict[str, Any] = {
         "study": study.study_name, "direction": study.direction.name.lower(), "n_trials": n_trials,
         "states": states, "space": {key: repr(dist) for key, dist in space.items()}, "fixed": fixed,
@@ -39,13 +42,18 @@ def write_results(study: optuna.Study, sweep_dir: Path, *, fixed: list[str], spa
             "number": best.number, "value": best.value, "params": best.params,
             "command": shlex.join(["lora-lab", *fixed, *trial_overrides(best.params)]),
         },
+        "chosen_by": "confirmation" if confirmed and confirmed.get("chosen") is not None else "trial value",
+        "confirmation": confirmed,
         "final_seeds": final,
         "trials": [trial_record(t) for t in trials],
         "figures": write_figures(study, sweep_dir) if len(completed) >= 2 else [],
     }
     atomic_write_json(sweep_dir / RESULTS_FILE, results)
     if best is not None:
-        print(f"lora-lab: search {sweep_dir}: best trial {best.number}: {best.value:.4g} "
+        chosen = next((r for r in (confirmed or {}).get("trials", []) if r["trial"] == best.number), None)
+        value = f"{best.value:.4g}" if chosen is None or chosen["mean"] is None else \
+            f"{chosen['mean']:.4g} over {1 + len(confirmed['seeds'])} seeds"
+        print(f"lora-lab: search {sweep_dir}: best trial {best.number}: {value} "
               f"({', '.join(f'{k}={v}' for k, v in best.params.items())})\n  rerun: {results['best']['command']}",
               flush=True)
     return results

@@ -11,8 +11,11 @@ unless told otherwise. Here:
 - a trial whose job failed, diverged, was refused or was interrupted is told to the study as FAIL with the
   reason from its `metrics.json` (user attribute `failure`), never as a number, and the search goes on; the
   multirun's own accounting (`run_callbacks.SweepOutcome`) then exits 1 and names the failed jobs;
-- `seeds`: each trial is scored as the mean over these seeds (one job per seed); `final_seeds`: the best
-  parameters are run again on held-out seeds at the end;
+- `seeds`: each trial is scored as the mean over these seeds (one job per seed); `confirm_top` with
+  `confirm_seeds`: after the trials, the `confirm_top` best are rerun on these seeds and the best is chosen by
+  the mean over all its seeds (a cheap one-seed screen, then a confirmation where the noise is large);
+  `final_seeds`: the chosen parameters are run again on held-out seeds at the end. Confirmation and final runs
+  are recorded in the study as they finish, so a rerun does not repeat them;
 - `search_results.json`, the optimisation-history and parameter-importance figures, and the command that reruns
   the best trial are written into the sweep dir (`search/results.py`).
 """
@@ -97,12 +100,15 @@ class OptunaSearch(Sweeper):
     def __init__(self, n_trials: int = 16, n_jobs: int = 1, direction: str = "auto", sampler: str = "tpe",
                  seed: int = 0, storage: str | None = None, study_name: str | None = None,
                  params: dict[str, str] | None = None, seeds: Sequence[int] | None = None,
-                 final_seeds: Sequence[int] | None = None) -> None:
+                 final_seeds: Sequence[int] | None = None, confirm_top: int = 0,
+                 confirm_seeds: Sequence[int] | None = None) -> None:
         self.n_trials, self.n_jobs, self.direction = int(n_trials), int(n_jobs), direction
         self.sampler_name, self.seed, self.storage, self.study_name = sampler, int(seed), storage, study_name
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
         self.seeds = [int(s) for s in seeds] if seeds else []
         self.final_seeds = [int(s) for s in final_seeds] if final_seeds else []
+        self.confirm_top = int(confirm_top or 0)
+        self.confirm_seeds = [int(s) for s in confirm_seeds] if confirm_seeds else []
         self.config: DictConfig | None = None
         self.launcher = None
         self.next_job = 0
@@ -131,6 +137,25 @@ class OptunaSearch(Sweeper):
         for key, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
             if value < 1:
                 raise ConfigError(f"hydra.sweeper.{key}", value, "must be >= 1")
+        if self.confirm_top < 0:
+            raise ConfigError("hydra.sweeper.confirm_top", self.confirm_top, "must be >= 0")
+        if bool(self.confirm_top) != bool(self.confirm_seeds):
+            raise ConfigError("hydra.sweeper.confirm_seeds" if self.confirm_top else "hydra.sweeper.confirm_top",
+                              self.confirm_seeds or self.confirm_top,
+                              "confirm_top and confirm_seeds go together (the best trials, rerun on these seeds)")
+        screened = set(self.seeds or [self.config_seed()])
+        for key, seeds in (("confirm_seeds", self.confirm_seeds), ("final_seeds", self.final_seeds)):
+            reused = sorted(screened & set(seeds))
+            if reused:
+                raise ConfigError(f"hydra.sweeper.{key}", seeds, f"seed(s) {reused} already score the trials; "
+                                  "choose other seeds")
+        if set(self.confirm_seeds) & set(self.final_seeds):
+            raise ConfigError("hydra.sweeper.final_seeds", self.final_seeds,
+                              "held-out seeds must differ from confirm_seeds (they chose the best)")
+
+    def config_seed(self) -> int:
+        """The seed every trial runs with when `seeds` is not given: the run's own `seed`."""
+        return int(OmegaConf.select(self.config, "seed", default=0)) if self.config is not None else 0
 
     def search(self, arguments: list[str]) -> Any:
         # imported here, not at the top: Hydra imports the sweeper's module at the start of every run
@@ -157,9 +182,10 @@ class OptunaSearch(Sweeper):
             batch = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
             self.run_trials(study, batch, fixed)
             remaining -= len(batch)
-        final = self.rerun_best(study, fixed) if self.final_seeds else None
+        confirmed = self.confirm(study, fixed) if self.confirm_top else None
+        final = self.rerun_best(study, fixed, confirmed) if self.final_seeds else None
         write_results(study, sweep_dir, fixed=fixed, space=space, seeds=self.seeds, final=final,
-                      n_trials=self.n_trials)
+                      n_trials=self.n_trials, confirmed=confirmed)
         return study
 
     def open_study(self, sweep_dir: Path, direction: str, definition: dict[str, Any]) -> optuna.Study:
@@ -230,19 +256,67 @@ class OptunaSearch(Sweeper):
                 trial.set_user_attr("seed_values", values)
             study.tell(trial, statistics.fmean(values))
 
-    def rerun_best(self, study: optuna.Study, fixed: list[str]) -> dict[str, Any] | None:
-        """The best parameters again on held-out seeds: a score not chosen by the same noise that picked it."""
-        import optuna
-
+    def seed_runs(self, study: optuna.Study, attr: str, trial: optuna.trial.FrozenTrial, fixed: list[str],
+                  seeds: list[int]) -> dict[str, float | None]:
+        """`trial`'s parameters on `seeds`, each job's value (None: failed) kept in the study's user attribute
+        `attr` as soon as its batch returns, so a rerun of the search launches only the seeds still missing."""
         from lora_lab.search.space import trial_overrides
+
+        key = str(trial.number)
+        done = dict(study.user_attrs.get(attr, {}).get(key, {}))
+        todo = [s for s in seeds if str(s) not in done]
+        for start in range(0, len(todo), self.n_jobs):
+            chunk = todo[start:start + self.n_jobs]
+            returns = self.launch([[*fixed, *trial_overrides(trial.params), f"seed={s}"] for s in chunk])
+            for seed, ret in zip(chunk, returns, strict=True):
+                failure = job_failure(ret)
+                if failure:
+                    log.warning("trial %d, seed %d failed: %s", trial.number, seed, failure)
+                done[str(seed)] = None if failure else float(ret.return_value)
+            recorded = dict(study.user_attrs.get(attr, {}))
+            recorded[key] = done
+            study.set_user_attr(attr, recorded)
+        return {str(s): done[str(s)] for s in seeds}
+
+    def confirm(self, study: optuna.Study, fixed: list[str]) -> dict[str, Any] | None:
+        """The `confirm_top` best trials rerun on `confirm_seeds`; the chosen trial has the best mean over its
+        own seeds and these (a trial with a failed confirmation run is not chosen)."""
+        import optuna
 
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not completed:
             return None
-        best = study.best_trial
-        returns = self.launch([[*fixed, *trial_overrides(best.params), f"seed={s}"] for s in self.final_seeds])
-        values = {s: (float(r.return_value) if job_failure(r) is None else None)
-                  for s, r in zip(self.final_seeds, returns, strict=True)}
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        ranked = sorted(completed, key=lambda t: (-t.value if maximize else t.value, t.number))[:self.confirm_top]
+        rows = []
+        for trial in ranked:
+            screened = trial.user_attrs.get("seed_values") or [trial.value]
+            values = self.seed_runs(study, "confirmed", trial, fixed, self.confirm_seeds)
+            ok = None not in values.values()
+            every = [*screened, *(v for v in values.values() if v is not None)]
+            rows.append({"trial": trial.number, "params": trial.params, "screen_value": trial.value,
+                         "seeds": values, "mean": statistics.fmean(every) if ok else None,
+                         "sd": statistics.stdev(every) if ok and len(every) > 1 else None})
+        scored = [r for r in rows if r["mean"] is not None]
+        chosen = (max if maximize else min)(scored, key=lambda r: r["mean"]) if scored else None
+        if chosen is not None:
+            log.info("search: confirmed on seeds %s: trial %d chosen, mean %.4g over %d seeds", self.confirm_seeds,
+                     chosen["trial"], chosen["mean"], len(self.confirm_seeds) + 1)
+        return {"seeds": self.confirm_seeds, "top": self.confirm_top, "trials": rows,
+                "chosen": None if chosen is None else chosen["trial"]}
+
+    def rerun_best(self, study: optuna.Study, fixed: list[str],
+                   confirmed: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The chosen parameters again on held-out seeds: a score not chosen by the same noise that picked it.
+        Chosen: the confirmation's pick where there was one, else the study's best trial."""
+        import optuna
+
+        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not completed:
+            return None
+        number = confirmed["chosen"] if confirmed and confirmed.get("chosen") is not None else study.best_trial.number
+        best = study.trials[number]
+        values = self.seed_runs(study, "held_out", best, fixed, self.final_seeds)
         finite = [v for v in values.values() if v is not None]
         return {"trial": best.number, "params": best.params, "seeds": values,
                 "mean": statistics.fmean(finite) if finite else None,

@@ -185,3 +185,40 @@ def test_a_full_disk_while_writing_the_results_is_one_line(tmp_path: Path) -> No
     assert len(lines) == 1 and lines[0].startswith("lora-lab: disk error: ") and "search_results.json" in lines[0]
     assert not (tmp_path / "searches" / "lora-arith-tiny" / "search_results.json").exists()
     assert [t.state.name for t in study(tmp_path).trials] == ["COMPLETE"]
+
+
+def test_the_top_trials_are_confirmed_on_more_seeds_and_a_rerun_repeats_no_job(tmp_path: Path) -> None:
+    """3 one-seed trials; the best 2 rerun on seeds 5 and 6; the chosen one has the best 3-seed mean and is the
+    one the held-out seed runs. The same command again launches nothing: every run is in the study."""
+    args = [*SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.confirm_top=2", "hydra.sweeper.confirm_seeds=[5,6]",
+            "hydra.sweeper.final_seeds=[9]"]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = results(tmp_path)
+    rows = found["confirmation"]["trials"]
+    trials = {t["number"]: t for t in found["trials"]}
+    top_two = sorted(trials.values(), key=lambda t: (-t["value"], t["number"]))[:2]
+    assert [r["trial"] for r in rows] == [t["number"] for t in top_two]
+    for row in rows:
+        every = [trials[row["trial"]]["value"], row["seeds"]["5"], row["seeds"]["6"]]
+        assert row["mean"] == pytest.approx(sum(every) / 3)
+    chosen = max(rows, key=lambda r: r["mean"])["trial"]
+    assert found["confirmation"]["chosen"] == chosen == found["best"]["number"] == found["final_seeds"]["trial"]
+    assert found["chosen_by"] == "confirmation"
+    assert "8 jobs, 8 ok, 0 failed" in result.stdout  # 3 trials + 2 x 2 confirmations + 1 held-out run
+
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert results(tmp_path)["final_seeds"] == found["final_seeds"]
+    search_dir = tmp_path / "searches" / "lora-arith-tiny"
+    assert len([p for p in search_dir.iterdir() if p.name.isdigit()]) == 8
+
+
+@pytest.mark.parametrize(("override", "key"), [("hydra.sweeper.confirm_top=2", "hydra.sweeper.confirm_seeds"),
+                                               ("hydra.sweeper.final_seeds=[0]", "hydra.sweeper.final_seeds")])
+def test_confirmation_and_held_out_seeds_are_checked_before_any_trial(tmp_path: Path, override: str,
+                                                                       key: str) -> None:
+    result = run_cli([*SEARCH, override], tmp_path)
+    assert result.returncode == 2
+    assert any(line.startswith(f"lora-lab: config error: {key}=") for line in result.stderr.splitlines())
+    assert not (tmp_path / "searches" / "lora-arith-tiny" / "0").exists()
