@@ -77,11 +77,25 @@ def report_input_error(program: str, err: ConfigError | DataError) -> None:
     log.debug("%s error: %s", kind, err)
 
 
+def as_input_error(err: BaseException) -> ConfigError | DataError | None:
+    """`err` as the user's to fix: itself when it is a ConfigError/DataError, a StorageError when it is a failed
+    write in any library's shape (utils/write_errors.py), else None (a bug: its traceback is the report)."""
+    if isinstance(err, ConfigError | DataError):
+        return err
+    from lora_lab.utils.io import as_storage_error  # lazy: utils.io imports this module
+
+    return as_storage_error(err)
+
+
 @contextmanager
 def exit_on_input_error(program: str) -> Iterator[None]:
-    """For the project's command-line tools: a ConfigError/DataError becomes one line and exit code 2."""
+    """For the project's command-line tools: bad config or data, and a failed write however the writing library
+    raised it, become one line and exit code 2."""
     try:
         yield
-    except (ConfigError, DataError) as err:
-        report_input_error(program, err)
+    except Exception as err:  # noqa: BLE001 — mapped or re-raised untouched
+        mapped = as_input_error(err)
+        if mapped is None:
+            raise
+        report_input_error(program, mapped)
         sys.exit(2)

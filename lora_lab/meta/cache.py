@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from lora_lab.methods.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+log = logging.getLogger("lora_lab")
 
 KEY_LENGTH = 24
 
@@ -146,9 +149,14 @@ class ArrayCache:
         if not path.is_file():
             return None
         try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError):  # unreadable entry (e.g. written by an incompatible numpy): recompute
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # unreadable entry (truncated, or an incompatible numpy): recompute
+            log.warning("cache entry %s unreadable: recomputing it", path)
             return None
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            log.warning("cache entry %s holds non-finite values: recomputing it", path)
+            return None
+        return array
 
     def save(self, parts: Mapping[str, Any], array: np.ndarray) -> Path:
         array = np.asarray(array)

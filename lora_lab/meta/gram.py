@@ -75,7 +75,16 @@ def bank_gram_matrix(
             view = memoryview(raw)
             for row, (handle, offset) in enumerate(zip(handles, offsets, strict=True)):
                 read_bytes_into(handle, offset, start, view[row * width : (row + 1) * width])
-            return tensor_from_bytes(raw, dtype).view(n, -1).to(torch.float32)  # one large conversion
+            slab = tensor_from_bytes(raw, dtype).view(n, -1).to(torch.float32)  # one large conversion
+            bad = ~torch.isfinite(slab)
+            if bad.any():  # name the member file and the tensor, as every reader of member weights does
+                row, column = (int(i) for i in bad.nonzero()[0])
+                at = start + column * dtype_size(dtype)
+                key = next(span.key for span in spans if span.start <= at < span.end)
+                raise DataError(f"{paths[row]}: tensor {key!r}: {int(bad[row].sum())} values in this stretch "
+                                "are NaN or infinite (a damaged file, or the save of a diverged run); refusing "
+                                "to use it")
+            return slab
 
         pending = prefetch.submit(read_slab, slabs[0])
         for following in [*slabs[1:], None]:

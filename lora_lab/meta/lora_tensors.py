@@ -27,6 +27,7 @@ from lora_lab.methods.adapter_files import (
     safetensors_shapes,
 )
 from lora_lab.utils.io import atomic_directory
+from lora_lab.utils.tensor_checks import check_finite
 
 _A_SUFFIX = ".lora_A.weight"
 _B_SUFFIX = ".lora_B.weight"
@@ -105,7 +106,11 @@ class AdapterReader:
         return _SAFETENSORS_DTYPES.get(stored, torch.float32)
 
     def tensor(self, key: str) -> torch.Tensor:
-        return self._handle.get_tensor(key).to(torch.float32)
+        return self.stored(key).to(torch.float32)
+
+    def stored(self, key: str) -> torch.Tensor:
+        """One tensor in its stored dtype, refused (naming file and tensor) if any value is NaN or infinite."""
+        return check_finite(self._handle.get_tensor(key), f"{self.path}: tensor {key!r}")
 
     def factors(self, module: str, as_float32: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(A (r, d_in), B (d_out, r)), in float32 or (as_float32=False) in the stored dtype."""
@@ -113,7 +118,7 @@ class AdapterReader:
             raise DataError(f"{self.path}: has no LoRA module {module!r}")
         if as_float32:
             return self.tensor(module + _A_SUFFIX), self.tensor(module + _B_SUFFIX)
-        return self._handle.get_tensor(module + _A_SUFFIX), self._handle.get_tensor(module + _B_SUFFIX)
+        return self.stored(module + _A_SUFFIX), self.stored(module + _B_SUFFIX)
 
     def keys(self) -> list[str]:
         return [m + suffix for m in self.modules for suffix in (_A_SUFFIX, _B_SUFFIX)]
@@ -183,7 +188,9 @@ def resolve_dtype(name: str | None, default: torch.dtype) -> torch.dtype:
 def write_adapter(
     out_dir: str | Path, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> Path:
-    """Write an ordinary PEFT adapter dir atomically."""
+    """Write an ordinary PEFT adapter dir atomically; a non-finite tensor is refused before anything is written."""
+    for key, tensor in tensors.items():
+        check_finite(tensor, f"{out_dir}: generated tensor {key!r}")
     with atomic_directory(out_dir) as staging:
         contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
         save_file(contiguous, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})

@@ -88,6 +88,17 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def check_values(path: Path) -> None:
+    """Every tensor of a safetensors file (whose header `safetensors_shapes` has checked) must be finite."""
+    from safetensors import safe_open
+
+    from lora_lab.utils.tensor_checks import check_finite
+
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            check_finite(handle.get_tensor(key), f"{path}: tensor {key!r}")
+
+
 @dataclass
 class AdapterFiles:
     """What an adapter folder holds, checked: its config, its method record and its tensors' shapes."""
@@ -115,6 +126,7 @@ def inspect_adapter(folder: str | Path, key: str = "adapter_path") -> AdapterFil
     shapes: dict[str, tuple[int, ...]] = {}
     for path in sorted(folder.glob("*.safetensors")):
         found = safetensors_shapes(path)
+        check_values(path)
         if path == weights:
             shapes = found
     for name in ("r", "lora_alpha"):

@@ -124,8 +124,11 @@ def load_checkpoint(run_dir: Path, *, model: torch.nn.Module, method, optimizati
     missing = [name for name in payload["trainable"] if name not in params]
     if missing:
         raise RuntimeError(f"checkpoint {path} does not fit the model: unknown parameters {missing[:3]}")
+    from lora_lab.utils.tensor_checks import check_finite
+
     with torch.no_grad():
         for name, value in payload["trainable"].items():
+            check_finite(value, f"{path}: parameter {name!r}")
             params[name].copy_(value.to(params[name].device))
     optimization.load_state_dict(payload)
     method.load_state_dict(payload.get("method") or {})

@@ -7,7 +7,6 @@ and (b) turns an OS write failure (read-only folder, full disk, quota) into one 
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -20,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lora_lab.config.errors import StorageError
+from lora_lab.utils.write_errors import write_failure
 
-# errno values that mean "this path cannot be written here", whatever wrote it
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG,
-                         errno.EIO, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EEXIST})
 _UMASK_LOCK = threading.Lock()
 
 
@@ -57,13 +54,22 @@ def storage_error(err: OSError, path: str | os.PathLike | None = None, doing: st
     return StorageError(f"{where}: {doing} ({reason})" if doing else f"{where}: {reason}")
 
 
-def as_storage_error(err: BaseException) -> StorageError | None:
-    """The StorageError for an OS error that is about writing a path, or None for any other error."""
+def as_storage_error(err: BaseException, path: str | os.PathLike | None = None,
+                     staged: tuple[Path, Path] | None = None) -> StorageError | None:
+    """The StorageError for a failed write, however the writer raised it (`utils/write_errors.py`: OSError,
+    safetensors, torch, SQLite), or None for any other error. `path`: the output being written, named when the
+    error itself names no file (or only a temp file inside the `staged` stand-in)."""
     if isinstance(err, StorageError):
         return err
-    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
-        return storage_error(err, doing="")  # read or write: the OS's reason says which
-    return None
+    found = write_failure(err)
+    if found is None:
+        return None
+    where = found.path or (str(path) if path is not None else None)
+    if where is not None and staged is not None and where.startswith(str(staged[0])):
+        where = str(staged[1]) + where[len(str(staged[0])):]
+    if where is not None and path is not None and Path(where).name.startswith(".tmp"):
+        where = str(path)  # a writer's own temp file (safetensors writes `.tmpXXXX`, then renames)
+    return StorageError(f"{where}: {found.reason}" if where else f"cannot write: {found.reason}")
 
 
 @contextmanager
@@ -77,6 +83,12 @@ def writing(path: str | os.PathLike, staged: dict[str, Path] | None = None) -> I
     except OSError as err:
         tmp = (staged or {}).get("tmp")
         raise storage_error(err, path, staged=(tmp, Path(path)) if tmp else None) from err
+    except Exception as err:  # a library's own shape of a failed write (safetensors, torch, SQLite)
+        tmp = (staged or {}).get("tmp")
+        mapped = as_storage_error(err, path, staged=(tmp, Path(path)) if tmp else None)
+        if mapped is None:
+            raise
+        raise mapped from err
 
 
 @contextmanager
