@@ -19,6 +19,7 @@ from lora_lab.config.compose import CONF_DIR
 from lora_lab.config.errors import ConfigError, DataError, Interrupted, RunStopped, report_input_error
 from lora_lab.config.precheck import check_overrides
 from lora_lab.config.resolvers import register_resolvers
+from lora_lab.config.user_keys import UserKeys
 from lora_lab.jobs import run_job
 from lora_lab.summary import summary_table
 from lora_lab.utils.quiet import quiet_known_noise
@@ -47,7 +48,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        metrics = run_job(cfg, run_dir)
+        metrics = run_job(cfg, run_dir, UserKeys.from_hydra(hydra_cfg))  # keys the recipe must read
     except (ConfigError, DataError) as err:
         report_input_error("lora-lab", err)
         if multirun:

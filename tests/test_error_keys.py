@@ -38,6 +38,8 @@ NOT_CONFIG_KEYS = {
     "tensor": "a weight of the exported model (lora-lab-export)",
     "hydra.sweeper.direction": "a key of the Optuna sweeper (hydra/sweeper=optuna), in Hydra's config, not the job's",
     "hydra.sweeper.sampler": "a key of the Optuna sweeper (hydra/sweeper=optuna), in Hydra's config, not the job's",
+    "hydra.sweeper.confirm_top": "a key of the Optuna sweeper (hydra/sweeper=optuna), in Hydra's config, not the job's",
+    "hydra.sweeper.final_seeds": "a key of the Optuna sweeper (hydra/sweeper=optuna), in Hydra's config, not the job's",
     "hparams_search": "the config group that picks a search preset (conf/hparams_search/); no key of its own",
     "mmd_bandwidths": "argument of meta.distances.squared_mmd (MMD_BANDWIDTHS), not configurable",
     "output_dtype": "argument of meta.combine.predict_adapter, not configurable",

@@ -189,7 +189,7 @@ def validate_config(cfg: DictConfig) -> DictConfig:
         if node is None or "name" not in node:
             raise ConfigError(f"{key}.name", None, f"no {key} selected", choices=registries[key].names())
         entry = registries[key].get(node.name)
-        if key == "task":  # another task's keys are set aside (other_task_keys); run_job notes them
+        if key == "task":  # another task's keys are set aside (other_task_keys); jobs/ignored_keys.py says so
             aside = {name.removeprefix("task.") for name in other_task_keys(resolved)}
             node = OmegaConf.create({k: v for k, v in node.items() if k not in aside})
         validated[key] = check_section(key, node, entry.schema)

@@ -13,8 +13,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError, DataError, RunStopped
-from lora_lab.config.validate import check_machine, other_task_keys, validate_config
+from lora_lab.config.user_keys import UserKeys
+from lora_lab.config.validate import check_machine, validate_config
 from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.ignored_keys import ignored_keys, warning_line
+from lora_lab.jobs.recipe import Recipe
 from lora_lab.jobs.registry import JOBS
 from lora_lab.jobs.run_dir import claim
 from lora_lab.loggers import build_logger
@@ -34,16 +37,26 @@ def _register_recipes() -> None:
     from lora_lab.jobs import evaluate, finetune, meta  # noqa: F401
 
 
-def run_job(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def recipe_of(cfg: DictConfig) -> Recipe:
+    """The declaration of the recipe that runs `cfg` (jobs/recipe.py), picked by its method's kind."""
+    from lora_lab.methods import METHODS  # lazy: imports peft, which must follow quiet_known_noise()
+
+    _register_recipes()
+    return JOBS.get(METHODS.get(cfg.method.name).kind).recipe
+
+
+def run_job(raw_cfg: DictConfig, run_dir: Path, user_keys: UserKeys | None = None) -> dict[str, Any]:
     """Run one job in `run_dir`; returns its metrics (status ok, or skipped). The job holds the run dir (one
-    writer, one config: `jobs/run_dir.py`); SIGINT/SIGTERM end it as `status: interrupted`."""
+    writer, one config: `jobs/run_dir.py`); SIGINT/SIGTERM end it as `status: interrupted`. `user_keys`: the
+    keys the user set (the CLI passes Hydra's); one the recipe does not read is refused or recorded
+    (jobs/ignored_keys.py)."""
     _register_recipes()
     run_dir = Path(run_dir)
     with interrupts_as_status(), claim(raw_cfg, run_dir) as finished:
         if finished is not None:  # a requeued or repeated finished job of the same config is not redone
             log.info("%s already finished (status ok, same config); skipping", run_dir)
             return {**finished, "skipped": True}
-        return _run_claimed(raw_cfg, run_dir)
+        return _run_claimed(raw_cfg, run_dir, user_keys=user_keys)
 
 
 def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
@@ -58,7 +71,7 @@ def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _run_claimed(raw_cfg: DictConfig, run_dir: Path, *, user_keys: UserKeys | None = None) -> dict[str, Any]:
     from lora_lab.methods import METHODS  # lazy: imports peft, which must follow quiet_known_noise()
 
     metrics_path = run_dir / METRICS_FILE
@@ -66,6 +79,7 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     identity: dict[str, Any] = {key: _name_of(raw_cfg, key) for key in ("method", "task", "model")}
     try:
         checked = check_before_launch(raw_cfg)
+        ignored = ignored_keys(checked, raw_cfg, user_keys, recipe_of(checked))  # a single run's: refused here
     except ConfigError as err:
         atomic_write_json(metrics_path, {**identity, "status": "failed", "error_type": type(err).__name__,
                                          "error": str(err), "job_seconds": time.perf_counter() - started})
@@ -74,6 +88,9 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # as one rank; ranks > 0 run without eval/logger in a scratch dir (training/distributed.py).
     launch = prepare(raw_cfg, run_dir)
     if launch.metrics is not None:
+        if ignored:  # rank 0 ran without the user's keys: this process completes its record
+            launch.metrics["ignored_keys"] = [i.key for i in ignored]
+            atomic_write_json(metrics_path, launch.metrics)
         return launch.metrics
     relaunched = launch.cfg is not raw_cfg  # a rank's config differs from what was checked: validate it again
     raw_cfg, run_dir, metrics_path = launch.cfg, launch.run_dir, launch.run_dir / METRICS_FILE
@@ -83,10 +100,9 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cfg = validate_config(raw_cfg) if relaunched else checked
         identity = {"method": cfg.method.name, "task": cfg.task.name, "model": cfg.model.name,
                     "kind": METHODS.get(cfg.method.name).kind}
-        aside = other_task_keys(raw_cfg)  # set by a sweep over tasks for the tasks that have them
-        if aside:
-            log.warning("task=%s has no %s: ignored for this job", cfg.task.name, ", ".join(aside))
-            identity["ignored_task_keys"] = ",".join(aside)
+        if ignored:  # a multirun's key meant for other jobs, a preset's key for other recipes or tasks
+            log.warning(warning_line(ignored))
+            identity["ignored_keys"] = [i.key for i in ignored]
         device = select_device(cfg.hardware)
         logger = build_logger(cfg, run_dir)
         ctx = JobContext(cfg=cfg, run_dir=run_dir, device=device, logger=logger)
@@ -94,7 +110,7 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             metrics = JOBS.get(identity["kind"])(ctx)
         metrics = {**identity, **metrics, **memory.metrics(), "status": "ok",
                    "job_seconds": time.perf_counter() - started, "device": str(device)}
-        metrics.update(primary_score(cfg, metrics))
+        metrics.update(primary_score(cfg, metrics, recipe_of(cfg)))
         logger.summary(metrics)
     except RunStopped as stop:  # diverged or interrupted: not a bug; the record says what, where and why
         metrics = {**identity, **stop.record(), "job_seconds": time.perf_counter() - started}
@@ -128,12 +144,15 @@ def _name_of(cfg: DictConfig, key: str) -> Any:
     return node.get("name") if isinstance(node, DictConfig) else None
 
 
-def primary_score(cfg: DictConfig, metrics: dict[str, Any]) -> dict[str, Any]:
-    """One comparable number per job: the task's primary metric after training (or of the evaluation)."""
+def primary_score(cfg: DictConfig, metrics: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """One comparable number per job: the task's primary metric of the stage that is the recipe's result (after
+    training; the evaluation of method=none; the generated adapter of meta), and that stage's name. Never another
+    stage's number under its name: a result stage that was not measured is `score: null` with `score_note`."""
     from lora_lab.tasks import TASKS  # lazy: imports huggingface_hub, which must follow quiet_known_noise()
 
     name = metrics.get("primary_metric") or TASKS.get(cfg.task.name).primary_metric
-    for stage in ("after", "eval", "before"):
-        if f"{stage}_{name}" in metrics:
-            return {"primary_metric": name, "score": metrics[f"{stage}_{name}"]}
-    return {"primary_metric": name}
+    stage = recipe.result_stage
+    score = {"primary_metric": name, "score_stage": stage, "score": metrics.get(f"{stage}_{name}")}
+    if f"{stage}_{name}" not in metrics:
+        score["score_note"] = recipe.unmeasured(cfg)
+    return score

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.recipe import recipe
 from lora_lab.jobs.registry import JOBS
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate
 from lora_lab.methods.adapter_files import check_base_model, check_shapes, inspect_adapter
@@ -31,7 +32,14 @@ def base_label(cfg, load_kwargs: dict[str, Any]) -> str:
     return "float32" if cfg.model.dtype == "auto" else str(cfg.model.dtype)
 
 
+# It trains nothing (no train.* but the sequence length a classifier head reads) and its one evaluation is not
+# before or after anything; the training split and the method target names of a model are not its business.
 @JOBS.register("eval")
+@recipe("evaluate", result_stage="eval",
+        reads=("seed", "adapter_path", "model.*", "task.*", "method.*", "hardware.device", "hardware.num_threads",
+               "hardware.num_processes", "hardware.distributed_backend", "train.max_seq_len", "eval.batch_size",
+               "eval.max_new_tokens", "eval.save_predictions"),
+        never=("model.lora_targets", "task.train_split", "task.train_limit"))
 def evaluate_only(ctx: JobContext) -> dict:
     cfg = ctx.cfg
     load_kwargs: dict[str, Any] = {}

@@ -8,6 +8,7 @@ import torch
 
 from lora_lab.config.errors import RunStopped
 from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.recipe import recipe
 from lora_lab.jobs.registry import JOBS
 from lora_lab.jobs.steps import build_task, count_parameters, evaluate, save_atomically
 from lora_lab.methods import METHODS
@@ -23,6 +24,8 @@ from lora_lab.training.progress import ProgressLog
 
 
 @JOBS.register("finetune")
+@recipe("finetune", result_stage="after", result_switch="eval.after",
+        reads=("seed", "model.*", "task.*", "method.*", "hardware.*", "train.*", "eval.*"))
 def finetune(ctx: JobContext) -> dict:
     cfg = ctx.cfg
     task = build_task(ctx)

@@ -16,6 +16,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from lora_lab.jobs.context import JobContext
+from lora_lab.jobs.recipe import recipe
 from lora_lab.jobs.registry import JOBS
 from lora_lab.jobs.steps import build_task, evaluate
 from lora_lab.meta import (
@@ -51,7 +52,14 @@ def check_bank_layout(bank, cfg) -> None:
         check_shapes(inspect_adapter(bank.members[0].adapter_dir, key="bank member"), layout, cfg.model.name)
 
 
+# It trains nothing by gradient (no train.* but the sequence length a classifier head reads); the generated
+# adapter is always evaluated (`after`), the base model only with eval.before.
 @JOBS.register("meta")
+@recipe("meta", result_stage="after",
+        reads=("seed", "model.*", "task.*", "method.*", "metric.*", "hardware.device", "hardware.num_threads",
+               "hardware.num_processes", "hardware.distributed_backend", "train.max_seq_len", "eval.before",
+               "eval.batch_size", "eval.max_new_tokens", "eval.save_predictions"),
+        never=("model.lora_targets",))
 def meta_generate(ctx: JobContext) -> dict:
     cfg, mcfg = ctx.cfg, ctx.cfg.method
     timings: dict[str, float] = {}

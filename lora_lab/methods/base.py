@@ -42,6 +42,14 @@ class Method:
     def check(cls, cfg: DictConfig) -> None:
         """Cross-field rules, raised as ConfigError before any model is loaded."""
 
+    @classmethod
+    def replaced_keys(cls, cfg: DictConfig) -> dict[str, str]:
+        """Keys of the training config this method does not read because a setting of its own takes their place,
+        and why (jobs/ignored_keys.py refuses or records a user's key here): `train.lr` while `method.lr` is set,
+        as `learning_rate` reads them."""
+        lr = cfg.method.get("lr")
+        return {"train.lr": f"method={cls.name} reads method.lr={lr} instead"} if lr is not None else {}
+
     # ----- model -----
     def model_load_kwargs(self) -> dict[str, Any]:
         return {}

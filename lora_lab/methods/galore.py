@@ -117,6 +117,12 @@ class GaloreMethod(Method):
             raise ConfigError("method.optimizer", "adamw8bit", "GaLoreAdamW8bit needs a CUDA device",
                               choices=["auto", "adamw"])
 
+    @classmethod
+    def replaced_keys(cls, cfg) -> dict[str, str]:
+        """GaLore builds its own projected optimizer (`build_optimizer`): `method.optimizer`, not `train.optimizer`."""
+        return {**super().replaced_keys(cfg),
+                "train.optimizer": f"method=galore reads method.optimizer={cfg.method.optimizer} instead"}
+
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
         model.requires_grad_(True)
         if self.mcfg.freeze_embeddings:

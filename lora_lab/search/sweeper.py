@@ -80,7 +80,8 @@ def job_failure(ret: JobReturn) -> str | None:
         elif metrics.get("status") != "ok":
             reason = f"{metrics.get('status')}: {metrics.get('error_type') or ''} {metrics.get('error') or ''}".strip()
         else:
-            reason = f"ok but no finite score (score={metrics.get('score')!r})"
+            note = metrics.get("score_note")  # why the recipe's result stage has no number (eval.after=false)
+            reason = f"ok but no finite score (score={metrics.get('score')!r}" + (f": {note})" if note else ")")
     if reason is None and ret.status == JobStatus.FAILED:
         reason = f"job raised {type(ret._return_value).__name__}: {ret._return_value}"
     return reason or "refused or failed before writing metrics.json (see the job's log)"

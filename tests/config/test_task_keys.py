@@ -1,5 +1,6 @@
-"""Task keys without `++`: `task.<key>=v` composes for every task; a key of another task is set aside (noted in
-metrics.json) and a key of no task is one line — per job, and once before a multirun starts."""
+"""Task keys without `++`: `task.<key>=v` composes for every task; a key of another task is set aside in a multirun
+(noted in metrics.json as `ignored_keys`) and a key of no task is one line — per job, and once before a multirun
+starts."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def test_a_multirun_over_tasks_takes_a_key_only_some_tasks_have(tmp_path: Path) 
         cli.hydra_app()
     arith, sst2 = (json.loads((sweep / n / "metrics.json").read_text()) for n in ("0", "1"))
     assert arith["status"] == sst2["status"] == "ok"
-    assert arith["ignored_task_keys"] == "task.max_input_chars"
-    assert sst2["ignored_task_keys"] == "task.num_train,task.num_test"  # experiment=smoke sets arith's sizes
+    assert arith["ignored_keys"] == ["task.max_input_chars"]
+    assert sst2["ignored_keys"] == ["task.num_train", "task.num_test"]  # experiment=smoke sets arith's sizes
     prompts = [json.loads(line)["input"] for line in (sweep / "1" / "predictions_after.jsonl").read_text().splitlines()]
     assert prompts and all(len(p.rsplit("\n\n", 1)[-1]) <= 12 for p in prompts)  # sst2 cut its texts
