@@ -6,7 +6,11 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from os import PathLike
+from pathlib import Path
 from typing import Any
+
+from lora_lab.utils.write_errors import write_failure
 
 log = logging.getLogger("lora_lab")
 
@@ -82,9 +86,27 @@ def as_input_error(err: BaseException) -> ConfigError | DataError | None:
     write in any library's shape (utils/write_errors.py), else None (a bug: its traceback is the report)."""
     if isinstance(err, ConfigError | DataError):
         return err
-    from lora_lab.utils.io import as_storage_error  # lazy: utils.io imports this module
-
     return as_storage_error(err)
+
+
+def as_storage_error(err: BaseException, path: str | PathLike | None = None,
+                     staged: tuple[Path, Path] | None = None) -> StorageError | None:
+    """The StorageError for a failed write, however the writer raised it (`utils/write_errors.py`: OSError,
+    safetensors, torch, SQLite), or None for any other error. `path`: the output being written, named when the
+    error itself names no file (or only a temp file inside the `staged` stand-in)."""
+    if isinstance(err, StorageError):
+        return err
+    found = write_failure(err)
+    if found is None:
+        return None
+    where = found.path or (str(path) if path is not None else None)
+    if where is not None and staged is not None and where.startswith(str(staged[0])):
+        where = str(staged[1]) + where[len(str(staged[0])):]
+    if where is not None and path is not None and Path(where).name.startswith(".tmp"):
+        where = str(path)  # a writer's own temp file (safetensors writes `.tmpXXXX`, then renames)
+    return StorageError(f"{where}: {found.reason}" if where else f"cannot write: {found.reason}")
+
+
 
 
 @contextmanager

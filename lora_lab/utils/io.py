@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lora_lab.config.errors import StorageError
-from lora_lab.utils.write_errors import write_failure
+from lora_lab.config.errors import StorageError, as_storage_error
 
 _UMASK_LOCK = threading.Lock()
 
@@ -52,24 +51,6 @@ def storage_error(err: OSError, path: str | os.PathLike | None = None, doing: st
         where = str(staged[1]) + where[len(str(staged[0])):]
     reason = err.strerror or str(err) or type(err).__name__
     return StorageError(f"{where}: {doing} ({reason})" if doing else f"{where}: {reason}")
-
-
-def as_storage_error(err: BaseException, path: str | os.PathLike | None = None,
-                     staged: tuple[Path, Path] | None = None) -> StorageError | None:
-    """The StorageError for a failed write, however the writer raised it (`utils/write_errors.py`: OSError,
-    safetensors, torch, SQLite), or None for any other error. `path`: the output being written, named when the
-    error itself names no file (or only a temp file inside the `staged` stand-in)."""
-    if isinstance(err, StorageError):
-        return err
-    found = write_failure(err)
-    if found is None:
-        return None
-    where = found.path or (str(path) if path is not None else None)
-    if where is not None and staged is not None and where.startswith(str(staged[0])):
-        where = str(staged[1]) + where[len(str(staged[0])):]
-    if where is not None and path is not None and Path(where).name.startswith(".tmp"):
-        where = str(path)  # a writer's own temp file (safetensors writes `.tmpXXXX`, then renames)
-    return StorageError(f"{where}: {found.reason}" if where else f"cannot write: {found.reason}")
 
 
 @contextmanager
