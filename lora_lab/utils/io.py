@@ -63,7 +63,9 @@ def writing(path: str | os.PathLike, staged: dict[str, Path] | None = None) -> I
         raise
     except OSError as err:
         tmp = (staged or {}).get("tmp")
-        raise storage_error(err, path, staged=(tmp, Path(path)) if tmp else None) from err
+        mapped = as_storage_error(err, path, staged=(tmp, Path(path)) if tmp else None) if err.errno is None \
+            else None  # an OSError without errno carries its reasons inside (shutil.Error of a copytree)
+        raise mapped or storage_error(err, path, staged=(tmp, Path(path)) if tmp else None) from err
     except Exception as err:  # a library's own shape of a failed write (safetensors, torch, SQLite)
         tmp = (staged or {}).get("tmp")
         mapped = as_storage_error(err, path, staged=(tmp, Path(path)) if tmp else None)

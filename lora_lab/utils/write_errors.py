@@ -1,8 +1,8 @@
 """Recognising a failed write however the writing library reports it.
 
 A full disk, a read-only folder or an I/O error reaches the project in several shapes: Python's `OSError`, the
-`SafetensorError` of safetensors' Rust writer (the OS error is only in its message), torch's C++ stream writer
-(a `RuntimeError`), SQLite through SQLAlchemy (`OperationalError`, the study of a search). Each recogniser below
+`SafetensorError` of safetensors' Rust writer (the OS error is only in its message), `shutil.Error` of a
+copytree (a list of per-file reasons), torch's C++ stream writer (a `RuntimeError`), SQLite through SQLAlchemy (`OperationalError`, the study of a search). Each recogniser below
 reads one shape and returns the OS reason (and the path when the error names one); `as_storage_error` tries
 them on the error and on every error it was raised from, so a write failure anywhere is the project's one
 `disk error` line, not a library's traceback. A new writer with its own error shape is one more recogniser.
@@ -60,6 +60,25 @@ def _safetensors(err: BaseException) -> WriteFailure | None:
         return None
     path = _PATH_IN_TEXT.search(str(err))
     return WriteFailure(os.strerror(int(found.group(1))), path.group(1) if path else None)
+
+
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\] ([^'\"]+)")
+
+
+@recogniser("shutil")
+def _shutil_copytree(err: BaseException) -> WriteFailure | None:
+    """`shutil.Error([(src, dst, "[Errno 28] No space left on device"), ...])` from copytree: the first copy that
+    failed for a disk reason."""
+    import shutil
+
+    if not isinstance(err, shutil.Error) or not err.args or not isinstance(err.args[0], list):
+        return None
+    for entry in err.args[0]:
+        if isinstance(entry, tuple | list) and len(entry) == 3:
+            found = _ERRNO_IN_TEXT.search(str(entry[2]))
+            if found and int(found.group(1)) in DISK_ERRNOS:
+                return WriteFailure(found.group(2).strip(), str(entry[1]))
+    return None
 
 
 _TORCH_WRITE_FAILURES = ("PytorchStreamWriter failed writing file", "file write failed", "cannot be opened")

@@ -36,7 +36,14 @@ CASES = {
                                        "writing file data/0: file write failed"), "write failed"),
     "sqlite": (sqlite_full, "database or disk is full"),
     "chained": (lambda tmp: _chained(), "Input/output error"),
+    "copytree": (lambda tmp: _copytree_error(tmp), "b/c.yaml: No space left on device"),
 }
+
+
+def _copytree_error(tmp) -> Exception:
+    import shutil
+
+    return shutil.Error([(str(tmp / "a" / "c.yaml"), str(tmp / "b" / "c.yaml"), "[Errno 28] No space left on device")])
 
 
 def _chained() -> Exception:
