@@ -21,6 +21,7 @@ from lora_lab.config.precheck import check_overrides
 from lora_lab.config.resolvers import register_resolvers
 from lora_lab.config.user_keys import UserKeys
 from lora_lab.jobs import run_job
+from lora_lab.run_callbacks import launch_runs_here
 from lora_lab.summary import summary_table
 from lora_lab.utils.quiet import quiet_known_noise
 
@@ -56,9 +57,9 @@ def hydra_app(cfg: DictConfig) -> float | None:
         sys.exit(2)
     except RunStopped as stop:  # diverged or interrupted: recorded in metrics.json; one line, its exit code
         print(f"lora-lab: {stop.status}: {describe_stop(stop, run_dir)}", file=sys.stderr, flush=True)
-        if multirun and not isinstance(stop, Interrupted):
-            return None  # a diverged job is one failed job; an interrupt stops the sweep
-        sys.exit(stop.exit_code)
+        if multirun and not (isinstance(stop, Interrupted) and launch_runs_here()):
+            return None  # one diverged or interrupted job of the sweep; its attempt record says which
+        sys.exit(stop.exit_code)  # a run, or an interrupt of the sweep's own process (basic launcher): stop
     except Exception:
         if multirun:
             log.exception("job failed; see %s/metrics.json", run_dir)

@@ -4,19 +4,22 @@
   read-only or full disk is one line naming the path instead of a traceback from Hydra's own mkdir.
 - `TaskKeyCheck`: before a multirun starts, refuse a `task.<key>` that no task has (one line, exit 2).
 - `SweepOutcome`: after every job of a multirun has ended (basic, local or SLURM launcher: the callback runs in
-  the submitting process), count the jobs' statuses from their metrics.json, print one line, and exit 1 when
-  any job did not finish ok, so a script or CI step never takes a half-failed sweep for a good one.
+  the submitting process), count each job as what it was in this launch, from the attempt records its jobs wrote
+  (not from metrics.json, which an earlier launch may have left), print one line, and exit 1 when any job was
+  refused, failed, interrupted or missing, so a script or CI step never takes a half-done sweep for a good one.
 
 Both end the process with `sys.exit`: Hydra turns any other exception raised in a callback into a warning.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import secrets
 import shutil
 import sys
 import tempfile
-from collections import Counter
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,8 @@ from omegaconf import DictConfig
 
 from lora_lab.config.errors import ConfigError
 from lora_lab.config.validate import check_task_keys_exist
-from lora_lab.report.collect import collect, expected_jobs
+from lora_lab.report.job_result import LAUNCH_ENV
+from lora_lab.report.launch_outcome import launch_outcome
 
 PROGRAM = "lora-lab"
 MIN_FREE_BYTES = 1 << 20  # less than this left on the output disk: not even metrics and logs would fit
@@ -65,20 +69,6 @@ class OutputCheck(Callback):
         _check_output(str(config.hydra.sweep.dir))
 
 
-def sweep_outcome(sweep_dir: Path) -> tuple[Counter, list[str]]:
-    """Status counts of the sweep's jobs (a job without metrics.json counts as `missing`) and one note per job
-    that is not ok."""
-    records = collect(sweep_dir)
-    expected = len(expected_jobs(sweep_dir))
-    if expected:  # a reused sweep dir may hold older jobs beyond this launch's grid
-        records = [r for r in records if r.num < expected]
-    counts = Counter(r.status for r in records)
-    notes = [f"job {r.num} {r.status}" + (f": {str(r.metrics['error']).splitlines()[0][:200]}"
-                                           if r.metrics.get("error") else "")
-             for r in records if r.status != "ok"]
-    return counts, notes
-
-
 class TaskKeyCheck(Callback):
     """A multirun over tasks may set keys that only some tasks have (validation sets them aside for the
     others); a key that no task has is a typo: one line and exit 2 before any job starts."""
@@ -91,25 +81,62 @@ class TaskKeyCheck(Callback):
             sys.exit(2)
 
 
+_OPEN: list[SweepOutcome] = []  # the launch this process is running, until its outcome is printed
+
+
+def new_launch_id() -> str:
+    """Unique per launch, also across reruns into the same sweep dir and across hosts; safe as a file name."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 class SweepOutcome(Callback):
+    """Count every job of this launch as what it was in this launch (report/launch_outcome.py), print one line
+    and a line per job that did not end ok or skipped, and exit 1 when there is any. The launch id goes to the
+    jobs through the environment, which the basic launcher shares and the local and SLURM launchers pass on."""
+
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
+        self.launch: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))  # resolved once: `${now:}` is cached per config
+        self.launch = os.environ[LAUNCH_ENV] = new_launch_id()
+        if not _OPEN:
+            atexit.register(report_open_launch)
+        _OPEN[:] = [self]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = self.sweep_dir or Path(str(config.hydra.sweep.dir))
-        counts, notes = sweep_outcome(sweep_dir)
-        total = sum(counts.values())
-        tally = ", ".join([f"{counts.get('ok', 0)} ok", f"{total - counts.get('ok', 0)} failed"])
-        others = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s not in ("ok", "failed"))
-        line = f"{PROGRAM}: multirun {sweep_dir}: {total} jobs, {tally}" + (f" ({others})" if others else "")
-        if not notes:
-            print(line, flush=True)
-            return
-        print(line, file=sys.stderr)
-        for note in notes:
-            print(f"  {note}", file=sys.stderr)
-        sys.stderr.flush()
-        sys.exit(1)
+        self.sweep_dir = self.sweep_dir or Path(str(config.hydra.sweep.dir))
+        if not self.report():
+            sys.exit(1)
+
+    def report(self, ended_early: bool = False) -> bool:
+        """Print what this launch did; True when every job ended ok or skipped."""
+        _OPEN[:] = [open_ for open_ in _OPEN if open_ is not self]
+        if self.sweep_dir is None or self.launch is None or not self.sweep_dir.is_dir():
+            return True
+        found = launch_outcome(self.sweep_dir, self.launch)
+        if ended_early and (found.fine or not found.reached):
+            return False  # the error that ended it was printed and says it all: no job of this launch to name
+        fine = found.fine and not ended_early
+        stream = sys.stdout if fine else sys.stderr
+        print(f"{PROGRAM}: multirun {self.sweep_dir}{' ended early' if ended_early else ''}: {found.tally()}",
+              file=stream)
+        for note in found.notes():
+            print(f"  {note}", file=stream)
+        stream.flush()
+        return fine
+
+
+def launch_runs_here() -> bool:
+    """True in the process that runs the multirun (its jobs too, with the basic launcher); False in a job process
+    of the local or SLURM launcher."""
+    return bool(_OPEN)
+
+
+def report_open_launch() -> None:
+    """A multirun cut short (an interrupt of the basic launcher's process, a launcher that raised on a killed job)
+    never reaches `on_multirun_end`, and Hydra has no callback for that: this runs at exit instead, so the jobs
+    that did not end well are still named; the exit code stays the one already on its way."""
+    for open_ in list(_OPEN):
+        open_.report(ended_early=True)

@@ -3,6 +3,8 @@
 One metric: a rows × cols table (results.md / results.png). Several metrics: one table with a row per group of
 the rows and cols keys and a column per metric. `--resources`: the resource table, one row per job
 (resources.md / resources.png). Every mode also writes results.csv and, when jobs trained, loss_curves.png.
+Every job without a usable metrics.json is named on stderr; a broken one (truncated, not JSON, no status, a score
+that is not a finite number) is a row with status `unreadable`, and the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from lora_lab.config.errors import ConfigError, DataError, report_input_error
-from lora_lab.report.collect import JobRecord, collect, swept_keys
+from lora_lab.report.collect import MISSING, JobRecord, collect, swept_keys
 from lora_lab.report.plot import bar_chart, loss_curves, metric_panels
 from lora_lab.report.resources import curve_label, resource_keys, resource_metrics
 from lora_lab.report.table import csv_text, finite_number, markdown, metrics_markdown
@@ -121,7 +123,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(table)
     print("wrote " + ", ".join(map(str, written)))
-    return 0
+    for line in unusable_lines(records):
+        print(f"lora-lab-report: {line}", file=sys.stderr)
+    return 1 if any(r.unreadable for r in records) else 0
+
+
+def unusable_lines(records: list[JobRecord]) -> list[str]:
+    """One line per job without a usable metrics.json, saying what the report did with it: nothing is dropped
+    without a word."""
+    lines = []
+    for r in records:
+        if r.unreadable:
+            lines.append(f"job {r.num}: {r.run_dir / 'metrics.json'}: {r.problem}; shown as a row with status "
+                         "unreadable")
+        elif r.status == MISSING:
+            where = f"{r.run_dir}: {r.problem}" if r.run_dir.is_dir() else "no job dir (never started)"
+            lines.append(f"job {r.num}: {where}; shown as missing")
+    return lines
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ from omegaconf import DictConfig
 from lora_lab.config.errors import ConfigError, DataError, RunStopped
 from lora_lab.config.user_keys import UserKeys
 from lora_lab.config.validate import check_machine, validate_config
+from lora_lab.jobs.attempt import Attempt, recorded_attempt
 from lora_lab.jobs.context import JobContext
 from lora_lab.jobs.ignored_keys import ignored_keys, warning_line
 from lora_lab.jobs.recipe import Recipe
 from lora_lab.jobs.registry import JOBS
-from lora_lab.jobs.run_dir import claim
+from lora_lab.jobs.run_dir import claim, held_by_parent
 from lora_lab.loggers import build_logger
 from lora_lab.training.distributed import launched_rank, prepare
 from lora_lab.utils.device import select_device
@@ -52,11 +53,14 @@ def run_job(raw_cfg: DictConfig, run_dir: Path, user_keys: UserKeys | None = Non
     (jobs/ignored_keys.py)."""
     _register_recipes()
     run_dir = Path(run_dir)
-    with interrupts_as_status(), claim(raw_cfg, run_dir) as finished:
+    # in a multirun every exit, the claim's refusals included, leaves this launch's attempt record (jobs/attempt.py)
+    with interrupts_as_status(), recorded_attempt(run_dir, not held_by_parent(run_dir)) as attempt, \
+            claim(raw_cfg, run_dir) as finished:
         if finished is not None:  # a requeued or repeated finished job of the same config is not redone
             log.info("%s already finished (status ok, same config); skipping", run_dir)
+            attempt.skipped("already finished (status ok, same config)")
             return {**finished, "skipped": True}
-        return _run_claimed(raw_cfg, run_dir, user_keys=user_keys)
+        return _run_claimed(raw_cfg, run_dir, attempt, user_keys=user_keys)
 
 
 def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
@@ -71,7 +75,8 @@ def check_before_launch(raw_cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _run_claimed(raw_cfg: DictConfig, run_dir: Path, *, user_keys: UserKeys | None = None) -> dict[str, Any]:
+def _run_claimed(raw_cfg: DictConfig, run_dir: Path, attempt: Attempt, *, user_keys: UserKeys | None = None
+                 ) -> dict[str, Any]:
     from lora_lab.methods import METHODS  # lazy: imports peft, which must follow quiet_known_noise()
 
     metrics_path = run_dir / METRICS_FILE
@@ -84,6 +89,7 @@ def _run_claimed(raw_cfg: DictConfig, run_dir: Path, *, user_keys: UserKeys | No
         atomic_write_json(metrics_path, {**identity, "status": "failed", "error_type": type(err).__name__,
                                          "error": str(err), "job_seconds": time.perf_counter() - started})
         raise
+    attempt.started()  # from here a config error is the job's failure, not a refusal to run it
     # hardware.num_processes > 1: relaunch as N ranks (and return rank 0's metrics), or join the process group
     # as one rank; ranks > 0 run without eval/logger in a scratch dir (training/distributed.py).
     launch = prepare(raw_cfg, run_dir)

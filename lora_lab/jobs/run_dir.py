@@ -27,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lora_lab.config.errors import ConfigError
+from lora_lab.report.job_result import ATTEMPTS_DIR
 from lora_lab.training.distributed import CLAIMED_ENV, launched_rank
 from lora_lab.utils.io import atomic_write_json, read_json
 
@@ -150,12 +151,12 @@ def _has_result(run_dir: Path) -> bool:
 
 
 def move_aside(run_dir: Path) -> Path:
-    """Move the previous result (everything but this job's `.hydra/`, the lock and the log) into a sibling
-    folder, with its own `.hydra/` back in place."""
+    """Move the previous result (everything but this job's `.hydra/`, the lock, the log and the launches' attempt
+    records) into a sibling folder, with its own `.hydra/` back in place."""
     aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
     aside.mkdir(parents=True)
     for entry in run_dir.iterdir():
-        if entry.name in (HYDRA_DIR, LOCK_FILE) or entry.suffix == ".log":
+        if entry.name in (HYDRA_DIR, LOCK_FILE, ATTEMPTS_DIR) or entry.suffix == ".log":
             continue
         shutil.move(str(entry), str(aside / (HYDRA_DIR if entry.name == HYDRA_OF_RESULT else entry.name)))
     return aside
@@ -207,14 +208,19 @@ def check_config(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def held_by_parent(run_dir: Path) -> bool:
+    """True in a rank of a relaunch: its parent holds the run dir (and records the attempt)."""
+    launched = launched_rank()
+    inside_parent = os.environ.get(CLAIMED_ENV) == str(Path(run_dir).resolve())
+    return inside_parent or (launched is not None and launched[1] > 1 and launched[0] != 0)
+
+
 @contextmanager
 def claim(cfg: DictConfig, run_dir: Path) -> Iterator[dict[str, Any] | None]:
     """Hold `run_dir` for this job: yields the finished metrics to skip to, or None to run. The ranks of a
     relaunch run inside their parent's claim; ranks > 0 only ever write their own scratch dirs."""
     run_dir = Path(run_dir)
-    launched = launched_rank()
-    inside_parent = os.environ.get(CLAIMED_ENV) == str(run_dir.resolve())
-    if inside_parent or (launched is not None and launched[1] > 1 and launched[0] != 0):
+    if held_by_parent(run_dir):
         yield None
         return
     lock = acquire_lock(run_dir)

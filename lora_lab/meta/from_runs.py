@@ -2,7 +2,8 @@
 
 `python -m lora_lab.meta.from_runs <multirun dir> <bank dir>` copies each ok job's `adapter/` into the bank
 and records the job's task config as the member's dataset, so meta-generation can rebuild that dataset's
-token histogram later. Typical use:
+token histogram later. Every other job found is named on stderr with the reason it was left out; one whose
+metrics.json cannot be read makes the exit code 1 (the bank is still built). Typical use:
 
     lora-lab -m method=lora task=sni task.sni_task=taskA,taskB,taskC ...
     python -m lora_lab.meta.from_runs outputs/multiruns/<sweep> banks/my_bank
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,10 @@ from omegaconf import OmegaConf
 from lora_lab.config.errors import ConfigError, DataError, exit_on_input_error
 from lora_lab.config.resolvers import register_resolvers
 from lora_lab.meta.bank import BANK_INDEX, write_bank_index
-from lora_lab.utils.io import atomic_directory, read_json
+from lora_lab.report.job_result import METRICS_FILE, read_result
+from lora_lab.utils.io import atomic_directory
+
+PROGRAM = "lora_lab.meta.from_runs"
 
 
 def member_name(task: dict[str, Any], job: Path) -> str:
@@ -61,21 +67,53 @@ def check_destination(bank_dir: Path, force: bool) -> None:
                           "or pass --force to replace it")
 
 
-def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path, force: bool = False) -> Path:
-    """Every ok job of one or more multiruns (e.g. an SNI sweep and a sweep over other tasks) becomes a member.
-    Everything is checked before the first adapter is copied, and the bank is assembled in a temp folder that
-    replaces `bank_dir` in one rename, so a refused or failed build leaves the old bank (or nothing) behind."""
+@dataclass(frozen=True)
+class LeftOut:
+    job: Path
+    reason: str
+    unreadable: bool = False  # its metrics.json exists but cannot be used: the command exits 1
+
+
+def job_dirs_under(folders: list[Path]) -> list[Path]:
+    """Every job dir under the folders: one with a metrics.json, or with Hydra's `.hydra/` (a job that died before
+    writing its metrics.json is found too, and named as left out)."""
+    return sorted({p.parent for folder in folders for name in (METRICS_FILE, ".hydra")
+                   for p in Path(folder).rglob(name)})
+
+
+def why_left_out(job: Path) -> LeftOut | None:
+    """None for a job that can be a member: a usable metrics.json (report/job_result.py) saying ok, an adapter/
+    and the config Hydra saved."""
+    result = read_result(job)
+    if result.metrics is None:
+        where = f"{METRICS_FILE}: " if result.unreadable else ""
+        return LeftOut(job, where + str(result.problem), unreadable=result.unreadable)
+    if result.metrics["status"] != "ok":
+        return LeftOut(job, f"status {result.metrics['status']}")
+    if not (job / "adapter").is_dir():
+        return LeftOut(job, "no adapter/")
+    if not (job / ".hydra" / "config.yaml").is_file():
+        return LeftOut(job, "no .hydra/config.yaml")
+    return None
+
+
+def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path, force: bool = False,
+                         left_out: list[LeftOut] | None = None) -> Path:
+    """Every ok job of one or more multiruns (e.g. an SNI sweep and a sweep over other tasks) becomes a member;
+    every other job found is appended to `left_out` with the reason. Everything is checked before the first
+    adapter is copied, and the bank is assembled in a temp folder that replaces `bank_dir` in one rename, so a
+    refused or failed build leaves the old bank (or nothing) behind."""
     bank_dir = Path(bank_dir)
     check_destination(bank_dir, force)
     members, base_models, jobs = [], set(), {}
+    left_out = [] if left_out is None else left_out
     folders = [multirun_dirs] if isinstance(multirun_dirs, (str, Path)) else list(multirun_dirs)
-    for metrics_path in sorted(p for folder in folders for p in Path(folder).rglob("metrics.json")):
-        job = metrics_path.parent
-        metrics = read_json(metrics_path) or {}  # unreadable: not a finished job
-        config_path = job / ".hydra" / "config.yaml"
-        if metrics.get("status") != "ok" or not (job / "adapter").is_dir() or not config_path.is_file():
+    for job in job_dirs_under(folders):
+        why = why_left_out(job)
+        if why is not None:
+            left_out.append(why)
             continue
-        cfg = job_config(config_path)
+        cfg = job_config(job / ".hydra" / "config.yaml")
         name = member_name(cfg["task"], job)
         if name in jobs:
             raise DataError(f"{job}: member name {name!r} is also job {jobs[name]}; one adapter per member")
@@ -109,8 +147,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("bank_dir", type=Path)
     parser.add_argument("--force", action="store_true", help="replace an existing bank in bank_dir")
     args = parser.parse_args(argv)
-    with exit_on_input_error("lora_lab.meta.from_runs"):
-        print(build_bank_from_runs(args.multirun_dirs, args.bank_dir, force=args.force))
+    left_out: list[LeftOut] = []
+    with exit_on_input_error(PROGRAM):
+        try:
+            print(build_bank_from_runs(args.multirun_dirs, args.bank_dir, force=args.force, left_out=left_out))
+        finally:  # every job found and not put in the bank is named, with why, even when the build fails
+            for why in left_out:
+                print(f"{PROGRAM}: left out {why.job}: {why.reason}", file=sys.stderr)
+    if any(why.unreadable for why in left_out):
+        sys.exit(1)  # the bank is built, but a job whose record cannot be read may have belonged in it
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lora_lab.report.job_result import read_result
 from lora_lab.utils.io import read_json
 
 MISSING = "missing"
+UNREADABLE = "unreadable"
+REPLACED = ".replaced-"  # `<job dir>.replaced-<time>/`: a result moved aside by overwrite=true, not a job
 
 
 @dataclass
@@ -21,9 +24,13 @@ class JobRecord:
     run_dir: Path
     overrides: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None  # why the job's metrics.json is absent or cannot be used (report/job_result.py)
+    unreadable: bool = False  # it exists but is broken: status `unreadable`, not `missing`
 
     @property
     def status(self) -> str:
+        if self.unreadable:
+            return UNREADABLE
         return str(self.metrics.get("status", MISSING))
 
     def value(self, key: str) -> Any:
@@ -104,7 +111,8 @@ def job_dirs(sweep_dir: Path, expected: list[dict[str, str]]) -> dict[int, Path]
     (`hydra.sweep.subdir: ${task.sni_task}`), and then a dir takes the number of the expected job whose overrides
     it carries (one not in this launch's grid is numbered after it)."""
     found = {int(p.name): p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()}
-    named = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.isdigit() and (p / ".hydra").is_dir())
+    named = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.isdigit() and (p / ".hydra").is_dir()
+                   and REPLACED not in p.name)
     for job_dir in named:
         overrides = _read_overrides(job_dir) or {}
         num = next((i for i, combo in enumerate(expected)
@@ -115,7 +123,8 @@ def job_dirs(sweep_dir: Path, expected: list[dict[str, str]]) -> dict[int, Path]
 
 def collect(sweep_dir: Path) -> list[JobRecord]:
     """One record per job: numeric subdirs of the sweep dir, plus jobs that `multirun.yaml` expects but that
-    never created their dir (status `missing`)."""
+    never created their dir (status `missing`); a job whose metrics.json is broken is status `unreadable` with
+    the reason in `problem`, never left out."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no such multirun dir: {sweep_dir}")
@@ -127,6 +136,8 @@ def collect(sweep_dir: Path) -> list[JobRecord]:
         overrides = _read_overrides(job_dir)
         if overrides is None:
             overrides = dict(expected[num]) if num < len(expected) else {}
-        metrics = with_derived(read_json(job_dir / "metrics.json") or {})
-        records.append(JobRecord(num=num, run_dir=job_dir, overrides=overrides, metrics=metrics))
+        result = read_result(job_dir)  # the one reader of job results: a usable record, or why not
+        records.append(JobRecord(num=num, run_dir=job_dir, overrides=overrides,
+                                 metrics=with_derived(result.metrics or {}), problem=result.problem,
+                                 unreadable=result.unreadable))
     return records

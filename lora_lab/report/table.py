@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Sequence
-from typing import Any
 
-from lora_lab.report.collect import MISSING, JobRecord
+from lora_lab.report.collect import JobRecord
+from lora_lab.report.job_result import finite_number
 
 CSV_FIRST = ["job", "status"]
 
@@ -16,13 +15,15 @@ CSV_FIRST = ["job", "status"]
 def csv_text(records: Sequence[JobRecord]) -> str:
     """`results.csv` as text, so the caller writes it atomically."""
     override_keys = list(dict.fromkeys(k for r in records for k in r.overrides))
-    metric_keys = sorted({k for r in records for k in r.metrics} - {"status"})
+    # an unreadable job's row says why in `error`
+    fields = [{**r.metrics, **({"error": r.problem} if r.unreadable else {})} for r in records]
+    metric_keys = sorted({k for f in fields for k in f} - {"status"})
     header = [*CSV_FIRST, *override_keys, *[k for k in metric_keys if k not in override_keys]]
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=header, extrasaction="ignore")
     writer.writeheader()
-    for r in records:
-        writer.writerow({**r.metrics, **r.overrides, "job": r.num, "status": r.status})
+    for r, f in zip(records, fields, strict=True):
+        writer.writerow({**f, **r.overrides, "job": r.num, "status": r.status})
     return buffer.getvalue()
 
 
@@ -33,12 +34,6 @@ def label(record: JobRecord, keys: Sequence[str]) -> str:
     return ", ".join("-" if p is None else str(p) for p in parts)
 
 
-def finite_number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def format_number(value: float, digits: int = 4) -> str:
     """Four significant digits, but counts, bytes and tokens/s (>= 1000) in full with thousands separators:
     `921,600` reads better than `9.216e+05`."""
@@ -46,12 +41,12 @@ def format_number(value: float, digits: int = 4) -> str:
 
 
 class Cell:
-    """All jobs that land in one (row, column): mean of the ok jobs' metric; failures are counted, not hidden."""
+    """All jobs that land in one (row, column): mean of the ok jobs' metric; every other job is counted under its
+    own status (failed, interrupted, refused, missing, unreadable, ...), not hidden."""
 
     def __init__(self) -> None:
         self.values: list[float] = []
-        self.failed = 0
-        self.missing = 0
+        self.others: dict[str, int] = {}  # status -> jobs, in the order first seen
         self.no_metric = 0
 
     def add(self, record: JobRecord, metric: str) -> None:
@@ -61,18 +56,16 @@ class Cell:
                 self.no_metric += 1
             else:
                 self.values.append(value)
-        elif record.status == MISSING:
-            self.missing += 1
         else:
-            self.failed += 1
+            self.others[record.status] = self.others.get(record.status, 0) + 1
 
     @property
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
 
     def text(self, digits: int = 4) -> str:
-        notes = [f"{n} {what}" for n, what in ((self.failed, "failed"), (self.missing, "missing"),
-                                               (self.no_metric, "n/a")) if n]
+        counted = [*self.others.items(), ("n/a", self.no_metric)]
+        notes = [f"{n} {what}" for what, n in counted if n]
         if self.mean is None:
             if not notes:
                 return ""

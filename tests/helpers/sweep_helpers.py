@@ -15,7 +15,7 @@ TINY_JOB = ["experiment=smoke", "task.num_train=32", "task.num_test=4", "task.ev
 def cli_env(outputs: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "LORA_LAB_OUTPUTS": str(outputs), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
            "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", **extra}
-    for key in ("LORA_LAB_RUN_TOKEN", "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR"):
+    for key in ("LORA_LAB_RUN_TOKEN", "LORA_LAB_LAUNCH", "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR"):
         env.pop(key, None)
     return env
 

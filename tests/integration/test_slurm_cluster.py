@@ -314,17 +314,14 @@ def test_lora_lab_sweep_on_slurm_then_report(slurm_partition: str, tmp_path: Pat
     import json
 
     sweep_dir = tmp_path / "sweep"
-    run_command(
-        [
-            "lora-lab", "-m", "experiment=smoke", "method=lora", "method.r=2,4,8", "train.max_steps=4",
-            "train.checkpoint_every=2", "task.num_train=32", "task.eval_limit=4", "eval.before=false",
-            "print_summary=false", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm_partition}",
-            "hardware.slurm.mem_gb=2", "hardware.slurm.timeout_min=10", f"hydra.sweep.dir={sweep_dir}",
-        ],
-        cwd=tmp_path,
-        timeout=900,
-        env={"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LORA_LAB_OUTPUTS": str(tmp_path / "outputs")},
-    )  # fmt: skip
+    sweep = [
+        "lora-lab", "-m", "experiment=smoke", "method=lora", "method.r=2,4,8", "train.max_steps=4",
+        "train.checkpoint_every=2", "task.num_train=32", "task.eval_limit=4", "eval.before=false",
+        "print_summary=false", "hydra/launcher=slurm", f"hydra.launcher.partition={slurm_partition}",
+        "hardware.slurm.mem_gb=2", "hardware.slurm.timeout_min=10", f"hydra.sweep.dir={sweep_dir}",
+    ]  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "LORA_LAB_OUTPUTS": str(tmp_path / "outputs")}
+    run_command(sweep, cwd=tmp_path, timeout=900, env=env)
     found = sorted(sweep_dir.glob("[0-9]*/metrics.json"))
     assert [p.parent.name for p in found] == ["0", "1", "2"]
     metrics = [json.loads(p.read_text()) for p in found]
@@ -338,6 +335,14 @@ def test_lora_lab_sweep_on_slurm_then_report(slurm_partition: str, tmp_path: Pat
         assert (sweep_dir / name).is_file(), name
     table = (sweep_dir / "results.md").read_text()
     assert all(f"| {r} |" in table for r in (2, 4, 8))
+
+    # the same sweep with another config into the same dir: each job refused in its SLURM job, counted as such by
+    # the submitting process (not as the ok results already there), exit 1
+    changed = [a if a != "task.eval_limit=4" else "task.eval_limit=3" for a in sweep]
+    rerun = run_command(changed, cwd=tmp_path, timeout=900, env=env, check=False)
+    assert rerun.returncode == 1, rerun.stderr[-3000:]
+    assert f"lora-lab: multirun {sweep_dir}: 3 jobs, 0 ok, 0 failed, 3 refused" in rerun.stderr
+    assert "(task.eval_limit: 4 -> 3)" in rerun.stderr
 
 
 def test_hparams_search_on_slurm_runs_trials_side_by_side(slurm_partition: str, tmp_path: Path) -> None:

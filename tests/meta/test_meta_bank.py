@@ -259,3 +259,26 @@ def test_a_malformed_bank_index_is_one_line(tmp_path, index, problem):
     (tmp_path / "bank.json").write_text(json.dumps(index))
     with pytest.raises(DataError, match=rf"^{tmp_path / 'bank.json'}: {problem}"):
         load_bank(tmp_path)
+
+
+def test_from_runs_names_every_job_it_leaves_out_and_exits_1_on_an_unreadable_one(tmp_path, capsys):
+    import shutil
+
+    from lora_lab.meta.from_runs import main
+
+    sweep, bank = _two_job_sweep(tmp_path), tmp_path / "bank"
+    for number, task in (("2", "taskC"), ("3", "taskD"), ("4", "taskE"), ("5", "taskF")):
+        _fake_job(sweep / number, "tiny", task)
+    (sweep / "2" / "metrics.json").write_text('{"status": "ok", "sco')  # truncated
+    (sweep / "3" / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
+    (sweep / "4" / "metrics.json").unlink()  # killed before it wrote any
+    shutil.rmtree(sweep / "5" / "adapter")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(sweep), str(bank)])
+    assert exit_info.value.code == 1
+    assert [m["name"] for m in json.loads((bank / "bank.json").read_text())["members"]] == ["taskA", "taskB"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"lora_lab.meta.from_runs: left out {sweep / '2'}: metrics.json: not valid JSON")
+    assert err[1:] == [f"lora_lab.meta.from_runs: left out {sweep / '3'}: status interrupted",
+                       f"lora_lab.meta.from_runs: left out {sweep / '4'}: no metrics.json",
+                       f"lora_lab.meta.from_runs: left out {sweep / '5'}: no adapter/"]

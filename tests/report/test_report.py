@@ -124,6 +124,7 @@ def test_results_are_written_atomically_readable_and_a_full_disk_is_one_line(tmp
         os.umask(old_umask)
     assert {stat.S_IMODE((sweep / n).stat().st_mode) for n in ("results.csv", "results.md", "results.png")} == {0o644}
     good = _outputs(sweep)
+    assert capsys.readouterr().err == "lora-lab-report: job 3: no job dir (never started); shown as missing\n"
     (sweep / "2" / "metrics.json").write_text(json.dumps({"status": "ok", "score": 0.1, "method": "none"}))
 
     def full(fd):
@@ -151,3 +152,30 @@ def test_job_dirs_named_by_a_swept_key_are_matched_to_their_jobs(tmp_path: Path)
     records = collect(sweep)
     assert [(r.num, r.run_dir.name, r.status) for r in records] == [
         (0, "taskA", "failed"), (1, "taskB", "ok"), (2, "2", "missing"), (3, "taskZ", "ok")]
+
+
+@pytest.mark.parametrize("broken", ['{"status": "ok", "score": 0.', '{"status": "ok", "score": NaN}', '["ok"]',
+                                    '{"score": 0.5}'], ids=["truncated", "nan_score", "not_object", "no_status"])
+def test_a_broken_metrics_file_is_named_shown_as_unreadable_and_exits_1(tmp_path: Path, capsys, broken) -> None:
+    sweep = fake_sweep(tmp_path)
+    (sweep / "1" / "metrics.json").write_text(broken)
+    assert main([str(sweep)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"lora-lab-report: job 1: {sweep / '1' / 'metrics.json'}: ")
+    assert err[0].endswith("; shown as a row with status unreadable")
+    assert err[1] == "lora-lab-report: job 3: no job dir (never started); shown as missing" and len(err) == 2
+    table = (sweep / "results.md").read_text()  # still written, with the job in it
+    assert table.startswith("score (4 jobs: 1 ok, 1 unreadable, 1 failed, 1 missing)")
+    assert "| lora | 0.75 | unreadable |" in table
+    with open(sweep / "results.csv", newline="") as handle:
+        row = list(csv.DictReader(handle))[1]
+    assert row["status"] == "unreadable" and row["error"] == err[0].split(": ", 3)[3].split(";")[0]
+
+
+def test_every_status_is_shown_as_itself(tmp_path: Path) -> None:
+    sweep = fake_sweep(tmp_path)
+    (sweep / "1" / "metrics.json").write_text(json.dumps({"status": "interrupted", "signal": "SIGTERM"}))
+    (sweep / "2" / "metrics.json").write_text(json.dumps({"status": "refused", "error": "another config"}))
+    assert main([str(sweep)]) == 0
+    table = (sweep / "results.md").read_text()
+    assert "| lora | 0.75 | interrupted |" in table and "| none | refused | missing |" in table

@@ -69,7 +69,8 @@ def test_a_killed_search_resumes_with_the_trials_it_has(tmp_path: Path) -> None:
     assert len(trials) == 5
     assert (search_dir / "interrupted" / "2").is_dir()  # the cut-short job, set aside; not counted as a job
     assert sorted(p.name for p in search_dir.iterdir() if p.name.isdigit()) == ["0", "1", "3", "4"]  # 2 not reused
-    assert "4 jobs, 4 ok, 0 failed" in result.stdout
+    assert "2 jobs, 2 ok, 0 failed" in result.stdout  # this launch's trials 3 and 4 (2 was set aside)
+    assert "not counted: 2 job dirs left by earlier launches (0, 1)" in result.stdout
 
 
 def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(tmp_path: Path) -> None:
