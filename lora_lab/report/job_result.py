@@ -52,7 +52,8 @@ def _problem(metrics: Any) -> str | None:
     if not isinstance(status, str) or not status:
         return "no status" if status is None else f"status is not a word ({status!r})"
     score = metrics.get("score", None)
-    if "score" in metrics and not (score is None and status != "ok") and finite_number(score) is None:
+    # null is a measurement that was not made (an ok fine-tune with eval.after=false: `score_note` says so)
+    if score is not None and finite_number(score) is None:
         return f"score is not a finite number ({score!r})"
     return None
 

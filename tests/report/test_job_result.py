@@ -22,11 +22,10 @@ GOOD = json.dumps({"status": "ok", "score": 0.5, "method": "lora"})
     (b'{"status": "ok", "score": NaN}', "score is not a finite number (nan)"),
     (b'{"status": "ok", "score": Infinity}', "score is not a finite number (inf)"),
     (json.dumps({"status": "ok", "score": "0.5"}).encode(), "score is not a finite number ('0.5')"),
-    (json.dumps({"status": "ok", "score": None}).encode(), "score is not a finite number (None)"),
     (json.dumps({"status": "ok", "score": True}).encode(), "score is not a finite number (True)"),
     (b'{"status": "ok"}\xff', "not UTF-8"),
 ], ids=["truncated", "empty", "not_json", "list", "no_status", "status_number", "nan", "inf", "score_text",
-        "ok_score_null", "score_bool", "not_utf8"])
+        "score_bool", "not_utf8"])
 def test_a_broken_metrics_file_is_a_reason_never_a_record(tmp_path: Path, content: bytes, problem: str) -> None:
     (tmp_path / "metrics.json").write_bytes(content)
     result = read_result(tmp_path)
@@ -41,6 +40,10 @@ def test_usable_records_and_an_absent_one(tmp_path: Path) -> None:
     # a failed job records no number: a null score is not a broken record there
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed", "score": None, "error": "boom"}))
     assert read_result(tmp_path).metrics["status"] == "failed"
+    # nor for an ok job whose result stage was not measured (eval.after=false): null is "not measured"
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok", "score": None,
+                                                       "score_note": "not measured (eval.after=false)"}))
+    assert read_result(tmp_path).metrics["score"] is None
     (tmp_path / "metrics.json").unlink()
     (tmp_path / "metrics.json").mkdir()
     assert read_result(tmp_path).unreadable and read_result(tmp_path).problem.startswith("cannot be read")
