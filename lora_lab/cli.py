@@ -7,6 +7,7 @@ the recipes so that tests, the SLURM launcher and the CLI run exactly the same c
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lora_lab.config.compose import CONF_DIR
-from lora_lab.config.errors import ConfigError, DataError, Interrupted, RunStopped, report_input_error
+from lora_lab.config.errors import (
+    ConfigError,
+    DataError,
+    Interrupted,
+    RunStopped,
+    as_input_error,
+    report_input_error,
+)
 from lora_lab.config.precheck import check_overrides
 from lora_lab.config.resolvers import register_resolvers
 from lora_lab.config.user_keys import UserKeys
@@ -77,7 +85,33 @@ def main() -> None:
     except ConfigError as err:
         report_input_error("lora-lab", err)
         sys.exit(2)
-    hydra_app()
+    run_reporting_write_failures(hydra_app)
+
+
+def run_reporting_write_failures(app) -> None:
+    """Run the Hydra app so that a failed write in Hydra's own files (`.hydra/*.yaml`, the sweep's folders) is
+    the project's one `disk error` line like any other: Hydra is asked to pass its errors on (HYDRA_FULL_ERROR)
+    instead of printing them; its compact errors are still printed as Hydra would."""
+    from hydra.errors import CompactHydraException
+
+    asked = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except Exception as err:  # noqa: BLE001 — mapped, or re-raised untouched
+        mapped = as_input_error(err)
+        if mapped is not None:
+            report_input_error("lora-lab", mapped)
+            sys.exit(2)
+        if asked != "1" and isinstance(err, CompactHydraException):
+            print(err, file=sys.stderr, flush=True)
+            sys.exit(1)
+        raise
+    finally:
+        if asked is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = asked
 
 
 if __name__ == "__main__":

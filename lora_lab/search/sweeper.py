@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +36,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from lora_lab.config.errors import ConfigError, DataError, report_input_error
-from lora_lab.utils.io import read_json
+from lora_lab.config.errors import ConfigError, exit_on_input_error
 
 if TYPE_CHECKING:
     import optuna
@@ -71,13 +69,15 @@ def job_failure(ret: JobReturn) -> str | None:
     if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, int | float) \
             and math.isfinite(float(ret.return_value)):
         return None
+    from lora_lab.report.job_result import read_result  # the one reader of job results
+
     reason = None
-    metrics_path = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) / "metrics.json" if ret.hydra_cfg else None
-    if metrics_path is not None and metrics_path.is_file():
-        metrics = read_json(metrics_path)
-        if not isinstance(metrics, dict):
-            reason = f"unreadable metrics.json ({metrics_path})"
-        elif metrics.get("status") != "ok":
+    result = read_result(Path(str(ret.hydra_cfg.hydra.runtime.output_dir))) if ret.hydra_cfg else None
+    if result is not None and result.metrics is None and result.unreadable:
+        reason = f"{result.path}: {result.problem}"
+    elif result is not None and result.metrics is not None:
+        metrics = result.metrics
+        if metrics.get("status") != "ok":
             reason = f"{metrics.get('status')}: {metrics.get('error_type') or ''} {metrics.get('error') or ''}".strip()
         else:
             note = metrics.get("score_note")  # why the recipe's result stage has no number (eval.after=false)
@@ -121,12 +121,9 @@ class OptunaSearch(Sweeper):
 
     # ----- the search -----
     def sweep(self, arguments: list[str]) -> Any:
-        try:
+        # a bad space, another search in this dir, an unwritable results file or study: one line, exit 2
+        with exit_on_input_error("lora-lab"):
             return self.search(arguments)
-        except (ConfigError, DataError) as err:  # a bad space, another search in this dir, an unwritable
-            # results file: one line, exit 2, as for any run
-            report_input_error("lora-lab", err)
-            sys.exit(2)
 
     def check(self) -> None:
         """The sweeper's own keys. Checked here, not in __init__: Hydra reports an exception raised while it

@@ -123,3 +123,35 @@ def test_meta_grid_experiment_runs_all_12_settings_in_one_multirun(bank: Path, t
     configs = {(p.parent / ".hydra" / "overrides.yaml").read_text() for p in (tmp_path / "multiruns").rglob("metrics.json")}
     assert len(configs) == 12  # 3 versions x 4 metrics, each once
     assert all(j["target"] == "arith_3" and j["top1_member"] != "arith_3" for j in jobs)
+
+
+def test_a_bank_member_with_nan_weights_fails_the_meta_job_in_one_line_naming_it(bank: Path, tmp_path: Path) -> None:
+    """The nearest member of the target holds NaNs: the job is not ok, no adapter is written, one line names the
+    member's file and tensor (before, the NaNs flowed into an adapter of a run labelled ok)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    poisoned = tmp_path / "bank"
+    shutil.copytree(bank, poisoned)
+    weights = poisoned / "adapters" / "arith_1" / "adapter_model.safetensors"
+    if not weights.is_file():  # the member folder is named as in bank.json
+        weights = next(p for p in poisoned.rglob("adapter_model.safetensors") if "arith_1" in str(p))
+    tensors = load_file(str(weights))
+    key = sorted(tensors)[0]
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, str(weights))
+    env = {**os.environ, "LORA_LAB_OUTPUTS": str(tmp_path / "out"), "HF_HUB_OFFLINE": "1"}
+    env.pop("LORA_LAB_RUN_TOKEN", None)
+    result = subprocess.run([sys.executable, "-m", "lora_lab", "model=tiny", "method=meta",
+                             f"method.bank_dir={poisoned}", "method.target=arith_0", "task.eval_limit=2",
+                             "eval.before=false", "print_summary=false"], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lora-lab:")]
+    assert len(lines) == 1 and lines[0].startswith("lora-lab: data error: ") and str(weights) in lines[0]
+    assert f"tensor '{key}'" in lines[0] and "NaN or infinite" in lines[0]
+    assert "Traceback" not in result.stderr
+    run = next((tmp_path / "out" / "runs").iterdir())
+    assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+    assert not (run / "adapter").exists()
