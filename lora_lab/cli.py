@@ -88,6 +88,10 @@ def main() -> None:
     run_reporting_write_failures(hydra_app)
 
 
+# submitit's errors for a job that died without returning (killed, out of memory, node failure)
+LAUNCHER_JOB_ERRORS = ("UncompletedJobError", "FailedJobError")
+
+
 def run_reporting_write_failures(app) -> None:
     """Run the Hydra app so that a failed write in Hydra's own files (`.hydra/*.yaml`, the sweep's folders) is
     the project's one `disk error` line like any other: Hydra is asked to pass its errors on (HYDRA_FULL_ERROR)
@@ -105,6 +109,12 @@ def run_reporting_write_failures(app) -> None:
             sys.exit(2)
         if asked != "1" and isinstance(err, CompactHydraException):
             print(err, file=sys.stderr, flush=True)
+            sys.exit(1)
+        if type(err).__name__ in LAUNCHER_JOB_ERRORS:  # a job of the sweep died without a result (killed, OOM):
+            # the multirun summary (printed on exit) names it; one line here, not the launcher's traceback
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            print(f"lora-lab: multirun stopped: a job ended without a result ({first[:300]})", file=sys.stderr,
+                  flush=True)
             sys.exit(1)
         raise
     finally:

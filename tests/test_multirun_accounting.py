@@ -94,3 +94,5 @@ def test_a_job_killed_before_it_wrote_anything_is_missing(tmp_path: Path) -> Non
     assert f"lora-lab: multirun {sweep} ended early: 2 jobs, 1 ok, 0 failed, 1 missing\n" in stderr
     assert f"  job 1 missing: started (pid {record['pid']} on " in stderr and "recorded no outcome: killed?" in stderr
     assert not (sweep / "1" / "metrics.json").exists()
+    assert "Traceback" not in stderr  # the launcher's error for the dead job is one line, not its traceback
+    assert "lora-lab: multirun stopped: a job ended without a result" in stderr
