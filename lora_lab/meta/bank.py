@@ -127,40 +127,28 @@ def load_bank(root: str | Path, check_tensors: bool = True) -> Bank:
 def validate_members(
     root: Path, base_model: str, members: Sequence[BankMember], check_tensors: bool = True
 ) -> Bank:
-    """All members must share base model, rank, alpha, target modules (and tensor shapes)."""
-    reference_config = read_adapter_config(members[0].adapter_dir)
-    reference = {name: _normalised_field(reference_config, name) for name in _MUST_MATCH}
+    """All members must share base model, rank, alpha, target modules (and tensor shapes). Every member is
+    checked before anything is refused, so one error names every bad member (a bank is all or nothing: a
+    combination over a bank with a member silently left out would be another bank)."""
+    problems: list[DataError] = []
+    reference_config = None
+    reference: dict[str, Any] = {}
     reference_shapes: dict[str, tuple[int, ...]] | None = None
     for member in members:
-        config = read_adapter_config(member.adapter_dir)
-        member_base = config.get("base_model_name_or_path")
-        if member_base is not None and member_base != base_model:
-            raise BankValidationError(
-                f"bank member {member.name!r}: field 'base_model_name_or_path' is {member_base!r}, "
-                f"expected {base_model!r} (the bank's base_model)"
-            )
-        for name, expected in reference.items():
-            value = _normalised_field(config, name)
-            if value != expected:
-                raise BankValidationError(
-                    f"bank member {member.name!r}: field {name!r} is {value!r}, "
-                    f"expected {expected!r} (as in member {members[0].name!r})"
-                )
-        if check_tensors:
-            reader = AdapterReader(member.adapter_dir)
-            shapes = {key: reader.shape(key) for key in reader.keys()}
-            reader.close()
-            if reference_shapes is None:
-                reference_shapes = shapes
-            elif shapes != reference_shapes:
-                key = sorted(set(shapes) ^ set(reference_shapes)) or sorted(
-                    k for k in shapes if shapes[k] != reference_shapes[k]
-                )
-                key = key[0]
-                raise BankValidationError(
-                    f"bank member {member.name!r}: tensor {key!r} has shape {shapes.get(key)}, "
-                    f"expected {reference_shapes.get(key)} (as in member {members[0].name!r})"
-                )
+        try:
+            config = read_adapter_config(member.adapter_dir)
+            if reference_config is None:
+                reference_config, first = config, member
+                reference = {name: _normalised_field(config, name) for name in _MUST_MATCH}
+            reference_shapes = _check_member(member, config, base_model, reference, reference_shapes, first,
+                                             check_tensors)
+        except DataError as err:
+            problems.append(err)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise type(problems[0])(problems[0].args[0] if len(problems) == 1 else
+                                f"{len(problems)} of {len(members)} bank members are unusable: "
+                                + "; ".join(str(p) for p in problems[:3]) + more)
     return Bank(
         root=Path(root),
         base_model=base_model,
@@ -171,6 +159,42 @@ def validate_members(
         if isinstance(reference["target_modules"], tuple)
         else (reference["target_modules"],),
     )
+
+
+def _check_member(member: BankMember, config: Mapping[str, Any], base_model: str, reference: dict[str, Any],
+                  reference_shapes: dict[str, tuple[int, ...]] | None, first: BankMember,
+                  check_tensors: bool) -> dict[str, tuple[int, ...]] | None:
+    """One member against the bank's base model and the first readable member; returns the reference shapes."""
+    member_base = config.get("base_model_name_or_path")
+    if member_base is not None and member_base != base_model:
+        raise BankValidationError(
+            f"bank member {member.name!r}: field 'base_model_name_or_path' is {member_base!r}, "
+            f"expected {base_model!r} (the bank's base_model)"
+        )
+    for name, expected in reference.items():
+        value = _normalised_field(config, name)
+        if value != expected:
+            raise BankValidationError(
+                f"bank member {member.name!r}: field {name!r} is {value!r}, "
+                f"expected {expected!r} (as in member {first.name!r})"
+            )
+    if not check_tensors:
+        return reference_shapes
+    reader = AdapterReader(member.adapter_dir)
+    shapes = {key: reader.shape(key) for key in reader.keys()}
+    reader.close()
+    if reference_shapes is None:
+        return shapes
+    if shapes != reference_shapes:
+        key = sorted(set(shapes) ^ set(reference_shapes)) or sorted(
+            k for k in shapes if shapes[k] != reference_shapes[k]
+        )
+        key = key[0]
+        raise BankValidationError(
+            f"bank member {member.name!r}: tensor {key!r} has shape {shapes.get(key)}, "
+            f"expected {reference_shapes.get(key)} (as in member {first.name!r})"
+        )
+    return reference_shapes
 
 
 def check_bank_model(bank: Bank, model_cfg: Any) -> None:

@@ -282,3 +282,15 @@ def test_from_runs_names_every_job_it_leaves_out_and_exits_1_on_an_unreadable_on
     assert err[1:] == [f"lora_lab.meta.from_runs: left out {sweep / '3'}: status interrupted",
                        f"lora_lab.meta.from_runs: left out {sweep / '4'}: no metrics.json",
                        f"lora_lab.meta.from_runs: left out {sweep / '5'}: no adapter/"]
+
+
+def test_every_unusable_member_is_named_in_the_one_error(make_bank):
+    """A bank is refused whole, but the one line names every bad member, not only the first."""
+    root, _ = make_bank(4)
+    (root / "adapters" / "task001" / "adapter_model.safetensors").write_bytes(b"\x00\x01")
+    (root / "adapters" / "task003" / "adapter_config.json").write_text("[1]")
+    with pytest.raises(DataError) as caught:
+        load_bank(root)
+    message = str(caught.value)
+    assert message.startswith("2 of 4 bank members are unusable: ") and "\n" not in message
+    assert "task001/adapter_model.safetensors" in message and "task003/adapter_config.json" in message
