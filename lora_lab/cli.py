@@ -57,7 +57,13 @@ def hydra_app(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        metrics = run_job(cfg, run_dir, UserKeys.from_hydra(hydra_cfg))  # keys the recipe must read
+        try:
+            metrics = run_job(cfg, run_dir, UserKeys.from_hydra(hydra_cfg))  # keys the recipe must read
+        except Exception as caught:  # a failed write anywhere (claiming the run dir, its records) is the
+            mapped = as_input_error(caught)  # user's disk, not a bug: one line below, like bad input
+            if mapped is None:
+                raise
+            raise mapped from caught
     except (ConfigError, DataError) as err:
         report_input_error("lora-lab", err)
         if multirun:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lora_lab.config.errors import ConfigError, exit_on_input_error
 from lora_lab.utils.io import atomic_directory
+from lora_lab.utils.made_from import already_made, folder_digest, record
 from lora_lab.utils.quiet import quiet_known_noise
 
 # the largest safetensors file written; a bigger model is sharded with model.safetensors.index.json. 5 GB: the
@@ -38,13 +39,19 @@ def merge_to_folder(adapter: Path, out: Path, overrides: list[str] | None = None
     from lora_lab.commands.saved_run import load_with_adapter  # imports peft: after quiet_known_noise in main
     from lora_lab.methods.adapters import merge_adapter
 
+    request = {"tool": "lora-lab-merge", "adapter": str(Path(adapter).resolve()), "overrides": list(overrides or []),
+               "max_shard_size": max_shard_size, "adapter_digest": folder_digest([adapter])}
     if out.exists():
+        if already_made(out, request):  # the same merge finished before (e.g. killed after its last rename)
+            print(f"lora-lab-merge: {out} already holds this merge (made_from.json); nothing to do", flush=True)
+            return out
         raise ConfigError("out", str(out), "already exists; choose a new folder")
     _, model, tokenizer = load_with_adapter(adapter, overrides or [])
     merged = merge_adapter(model, adapter)  # MergeMismatch (nothing written) unless it reproduces the adapter
     merged.config.name_or_path = str(out)
     with atomic_directory(out, replace=False) as staged:  # a failed write leaves no half folder at `out`
         save_merged(merged, tokenizer, Path(staged), max_shard_size)
+        record(staged, request)
     return out
 
 

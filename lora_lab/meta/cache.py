@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lora_lab.methods.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from lora_lab.utils.io import atomic_file
 
 log = logging.getLogger("lora_lab")
 
@@ -112,26 +112,13 @@ def distance_cache_parts(
 
 
 def atomic_save_array(path: str | Path, array: np.ndarray) -> Path:
-    """Write `array` as .npy so that `path` is either absent/old or complete, never partial."""
+    """Write `array` as .npy so that `path` is either absent/old or complete, never partial (the project's one
+    atomic writer, `utils/io.atomic_file`: temp beside it, fsync, rename; a failed write is a StorageError)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            np.save(handle, np.asarray(array), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    with atomic_file(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 

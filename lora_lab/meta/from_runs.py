@@ -26,6 +26,7 @@ from lora_lab.config.resolvers import register_resolvers
 from lora_lab.meta.bank import BANK_INDEX, write_bank_index
 from lora_lab.report.job_result import METRICS_FILE, read_result
 from lora_lab.utils.io import atomic_directory
+from lora_lab.utils.made_from import already_made, folder_digest, record
 
 PROGRAM = "lora_lab.meta.from_runs"
 
@@ -104,7 +105,6 @@ def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path, force
     adapter is copied, and the bank is assembled in a temp folder that replaces `bank_dir` in one rename, so a
     refused or failed build leaves the old bank (or nothing) behind."""
     bank_dir = Path(bank_dir)
-    check_destination(bank_dir, force)
     members, base_models, jobs = [], set(), {}
     left_out = [] if left_out is None else left_out
     folders = [multirun_dirs] if isinstance(multirun_dirs, (str, Path)) else list(multirun_dirs)
@@ -134,10 +134,18 @@ def build_bank_from_runs(multirun_dirs: Path | list[Path], bank_dir: Path, force
         raise DataError(
             f"{where}: jobs use different base models {sorted(base_models)}; one bank, one base"
         )
+    request = {"tool": "from_runs", "members": {name: str(job.resolve()) for name, job in sorted(jobs.items())},
+               "adapters_digest": folder_digest(jobs[name] / "adapter" for name in sorted(jobs))}
+    if not force and already_made(bank_dir, request):  # built before from the same runs (e.g. killed at the end)
+        print(f"{PROGRAM}: {bank_dir} already holds the bank of these runs (made_from.json); nothing to do",
+              file=sys.stderr, flush=True)
+        return bank_dir / BANK_INDEX
+    check_destination(bank_dir, force)
     with atomic_directory(bank_dir) as staging:
         for name, job in jobs.items():
             shutil.copytree(job / "adapter", staging / "adapters" / name)
         write_bank_index(staging, base_models.pop(), members)
+        record(staging, request)
     return bank_dir / BANK_INDEX
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -53,6 +55,55 @@ def storage_error(err: OSError, path: str | os.PathLike | None = None, doing: st
     return StorageError(f"{where}: {doing} ({reason})" if doing else f"{where}: {reason}")
 
 
+# Every temp name carries its writer (pid@host): a temp left by a writer that was killed (SIGKILL, power loss) is
+# removed by the next write of the same target on this host, so reruns leave no debris; a live writer's is kept.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
+def _owner() -> str:
+    """This writer's tag, read at each write (a forked child is another writer than its parent)."""
+    return f"{os.getpid()}@{_HOST}"
+
+_OWNER_IN_NAME = re.compile(r"[.-](\d+)@([A-Za-z0-9-]+)[.-]")
+
+
+def _writer_is_gone(pid: int, host: str) -> bool:
+    if host != _HOST:
+        return False  # another machine's writer: cannot tell, keep it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive (another user's process)
+    return False
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Remove the temps of `target` (`.<name>.<owner>.*.tmp*`, `.<name>-tmp-<owner>-*`) whose writer has died."""
+    target = Path(target)
+    removed = []
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(f".{target.name}.") or name.startswith(f".{target.name}-tmp-")):
+            continue
+        found = _OWNER_IN_NAME.search(name[len(target.name) + 1:])
+        if found is None or _owner() == f"{found.group(1)}@{found.group(2)}" \
+                or not _writer_is_gone(int(found.group(1)), found.group(2)):
+            continue
+        with _suppress():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
 @contextmanager
 def writing(path: str | os.PathLike, staged: dict[str, Path] | None = None) -> Iterator[None]:
     """Any OSError while writing `path` becomes a StorageError naming it (or the file the OS names; a file in
@@ -83,7 +134,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     with writing(path, staged):
         path.parent.mkdir(parents=True, exist_ok=True)
         # the temp name keeps the final suffix: writers such as savefig pick the format from it
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
         os.close(fd)
         staged["tmp"] = Path(tmp)
         try:
@@ -135,7 +187,8 @@ def atomic_directory(target: str | os.PathLike, *, replace: bool = True) -> Iter
     staged: dict[str, Path] = {}
     with writing(target, staged):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = staged["tmp"] = Path(tempfile.mkdtemp(prefix=f".{target.name}-tmp-", dir=target.parent))
+        remove_stale_temps(target)
+        tmp = staged["tmp"] = Path(tempfile.mkdtemp(prefix=f".{target.name}-tmp-{_owner()}-", dir=target.parent))
         try:
             yield tmp
             for item in tmp.rglob("*"):  # some writers (safetensors) create 0600 files whatever the umask

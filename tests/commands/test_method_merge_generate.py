@@ -70,6 +70,19 @@ def test_merge_refuses_an_existing_output_and_a_folder_without_adapter(saved_ada
         merge.merge_to_folder(tmp_path, tmp_path / "out")
 
 
+def test_the_same_merge_again_finds_it_done_and_another_is_refused(saved_adapter, tmp_path, capsys):
+    """A merge stopped after its folder was complete (killed after the last rename) is not redone or refused
+    when the same command runs again: the folder records what it was made from."""
+    _, adapter = saved_adapter
+    out = merge.merge_to_folder(adapter, tmp_path / "merged")
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert merge.merge_to_folder(adapter, tmp_path / "merged") == out
+    assert "already holds this merge" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written  # untouched
+    with pytest.raises(ConfigError, match="already exists"):  # another request into the same folder
+        merge.merge_to_folder(adapter, tmp_path / "merged", overrides=["seed=1"])
+
+
 def test_sampling_flags_are_checked():
     with pytest.raises(ConfigError, match="top_p"):
         generate.complete(None, None, "x", use_chat_template=False, temperature=-1)

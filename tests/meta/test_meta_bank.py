@@ -171,17 +171,19 @@ def test_from_runs_refuses_an_existing_bank_unless_forced_and_then_replaces_it_w
     build_bank_from_runs(sweep, bank)
     first = (bank / "bank.json").read_text()
     (bank / "notes.txt").write_text("from the first build")
+    main([str(sweep), str(bank)])  # the same command again: the bank of these runs is there, nothing to do
+    assert "already holds the bank of these runs" in capsys.readouterr().err
+    (sweep / "1" / "metrics.json").write_text(json.dumps({"status": "failed"}))  # the runs changed
     with pytest.raises(SystemExit) as exit_info:
         main([str(sweep), str(bank)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err == (f"lora_lab.meta.from_runs: config error: bank_dir='{bank}': already holds a bank (bank.json); "
-                   "pass --force to replace it\n")
+    assert err.endswith(f"lora_lab.meta.from_runs: config error: bank_dir='{bank}': already holds a bank "
+                        "(bank.json); pass --force to replace it\n")
     assert (bank / "bank.json").read_text() == first and (bank / "notes.txt").exists()
-    (sweep / "1" / "metrics.json").write_text(json.dumps({"status": "failed"}))
     main([str(sweep), str(bank), "--force"])
     assert [m["name"] for m in json.loads((bank / "bank.json").read_text())["members"]] == ["taskA"]
-    assert sorted(p.name for p in bank.iterdir()) == ["adapters", "bank.json"]  # replaced whole, not merged
+    assert sorted(p.name for p in bank.iterdir()) == ["adapters", "bank.json", "made_from.json"]  # replaced whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank", "sweep"]  # no temp folder left
 
 
