@@ -27,6 +27,7 @@ NOT_CONFIG_KEYS = {
     "bank_dir": "positional argument of python -m lora_lab.meta.from_runs",
     "bank member dataset.name": "a field of a bank member in bank.json",
     "fewshot examples": "the labelled examples given to the few-shot coefficient search",
+    "mixture form": "a row form of meta.mixture.BankMixture (delta, factors, arrow), chosen by the study's code",
     "hydra.run.dir": "Hydra's own run dir key (not in the job config)",
     "hydra.sweep.dir": "Hydra's own sweep dir key (not in the job config)",
     "source": "positional argument of lora-lab-export (an adapter or merged model folder)",

@@ -3,12 +3,17 @@
 All rules are leave-one-out: an exclusion mask removes the target itself (or, for leave-source-out, every
 member that shares its source dataset) before weights are formed, so a bank task is never predicted from
 its own adapter. `base`, `normalized` and `mlp` are the paper's three versions (softmin of the raw,
-row-z-scored, and learned-transformed distances); `uniform` and `nearest` are baselines.
+row-z-scored, and learned-transformed distances); `uniform` and `nearest` are baselines, and `soup` is
+AdapterSoup's (Chronopoulou et al. 2023) uniform average of the k nearest members.
+
+Every rule here needs no labelled target example: distances, and what was fitted on the bank alone before the
+target is seen (`BankFit`: mlp's transform, soup's k). The rules that read labels live in `fewshot.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,7 +21,18 @@ from lora_lab.config.errors import ConfigError
 from lora_lab.registry import Registry
 
 DistanceTransform = Callable[[np.ndarray], np.ndarray]  # elementwise map applied to z-scored distances
-CoefficientRule = Callable[[np.ndarray, np.ndarray, float, "DistanceTransform | None"], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BankFit:
+    """What a rule learned on the bank alone, before the target is seen: the `mlp` version's distance transform
+    (`mlp.train_mlp_transform`), AdapterSoup's number of members (`soup.choose_soup_k`)."""
+
+    transform: DistanceTransform | None = None
+    soup_k: int | None = None
+
+
+CoefficientRule = Callable[[np.ndarray, np.ndarray, float, BankFit], np.ndarray]
 
 COEFFICIENT_RULES: Registry[CoefficientRule] = Registry("coefficient version", "method.version")
 PAPER_VERSIONS: tuple[str, ...] = ("base", "normalized", "mlp")
@@ -65,7 +81,7 @@ def zscore_rows(distances: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 
 @COEFFICIENT_RULES.register("base")
 def base_coefficients(
-    distances: np.ndarray, allowed: np.ndarray, temperature: float, transform: DistanceTransform | None = None
+    distances: np.ndarray, allowed: np.ndarray, temperature: float, fit: BankFit
 ) -> np.ndarray:
     """softmin(D / T): weights depend on the metric's raw scale (e.g. JS <= ln 2 gives near-uniform)."""
     return softmin(distances, allowed, temperature)
@@ -73,7 +89,7 @@ def base_coefficients(
 
 @COEFFICIENT_RULES.register("normalized")
 def normalized_coefficients(
-    distances: np.ndarray, allowed: np.ndarray, temperature: float, transform: DistanceTransform | None = None
+    distances: np.ndarray, allowed: np.ndarray, temperature: float, fit: BankFit
 ) -> np.ndarray:
     """softmin(z / T) with z the row-z-scored distances: scale-free across metrics and targets."""
     return softmin(zscore_rows(distances, allowed), allowed, temperature)
@@ -81,23 +97,23 @@ def normalized_coefficients(
 
 @COEFFICIENT_RULES.register("mlp")
 def mlp_coefficients(
-    distances: np.ndarray, allowed: np.ndarray, temperature: float, transform: DistanceTransform | None = None
+    distances: np.ndarray, allowed: np.ndarray, temperature: float, fit: BankFit
 ) -> np.ndarray:
     """softmin(f(z) / T) with f learned on training tasks (see `lora_lab.meta.mlp.train_mlp_transform`)."""
-    if transform is None:
+    if fit.transform is None:
         raise ConfigError(
             "method.version",
             "mlp",
             "needs a trained transform (train_mlp_transform) - none was given",
         )
     return softmin(
-        np.asarray(transform(zscore_rows(distances, allowed)), dtype=np.float64), allowed, temperature
+        np.asarray(fit.transform(zscore_rows(distances, allowed)), dtype=np.float64), allowed, temperature
     )
 
 
 @COEFFICIENT_RULES.register("uniform")
 def uniform_coefficients(
-    distances: np.ndarray, allowed: np.ndarray, temperature: float, transform: DistanceTransform | None = None
+    distances: np.ndarray, allowed: np.ndarray, temperature: float, fit: BankFit
 ) -> np.ndarray:
     """Plain average of every allowed member: the 'distances carry no information' baseline."""
     return allowed / allowed.sum(axis=1, keepdims=True)
@@ -105,12 +121,30 @@ def uniform_coefficients(
 
 @COEFFICIENT_RULES.register("nearest")
 def nearest_coefficients(
-    distances: np.ndarray, allowed: np.ndarray, temperature: float, transform: DistanceTransform | None = None
+    distances: np.ndarray, allowed: np.ndarray, temperature: float, fit: BankFit
 ) -> np.ndarray:
     """One-hot on the closest allowed member (ties: lowest index) - the 'reuse one adapter' baseline."""
     nearest = np.argmin(np.where(allowed, distances, np.inf), axis=1)
     weights = np.zeros(distances.shape, dtype=np.float64)
     weights[np.arange(distances.shape[0]), nearest] = 1.0
+    return weights
+
+
+@COEFFICIENT_RULES.register("soup")
+def soup_coefficients(
+    distances: np.ndarray, allowed: np.ndarray, temperature: float, fit: BankFit
+) -> np.ndarray:
+    """AdapterSoup: the plain average of the k closest allowed members (ties: lowest index); k is chosen on the
+    bank, never on the target (`soup.choose_soup_k`), and capped at the number of allowed members."""
+    if fit.soup_k is None or fit.soup_k < 1:
+        raise ConfigError("method.soup_k", fit.soup_k, "soup needs k >= 1: set it, or leave it null so that it "
+                          "is chosen on the bank (soup.choose_soup_k)")
+    weights = np.zeros(distances.shape, dtype=np.float64)
+    for row in range(distances.shape[0]):
+        candidates = np.flatnonzero(allowed[row])
+        order = candidates[np.argsort(distances[row, candidates], kind="stable")]
+        kept = order[:fit.soup_k]
+        weights[row, kept] = 1.0 / len(kept)
     return weights
 
 
@@ -120,8 +154,10 @@ def compute_coefficients(
     exclude: np.ndarray | None = None,
     temperature: float = 1.0,
     transform: DistanceTransform | None = None,
+    soup_k: int | None = None,
 ) -> np.ndarray:
-    """(n_targets, n_members) weights; each row sums to 1 and is 0 wherever `exclude` is True."""
+    """(n_targets, n_members) weights; each row sums to 1 and is 0 wherever `exclude` is True. `transform` is
+    the `mlp` version's fitted transform, `soup_k` the `soup` rule's number of members (both fitted on the bank)."""
     rule = COEFFICIENT_RULES.get(version)
     distances = np.asarray(distances, dtype=np.float64)
     if distances.ndim != 2:
@@ -136,4 +172,4 @@ def compute_coefficients(
         raise ValueError(f"target rows {empty.tolist()[:10]} exclude every bank member; nothing to combine")
     if not np.isfinite(distances[allowed]).all():
         raise ValueError("distances must be finite on allowed entries (with metric=kl, set metric.kl_epsilon > 0)")
-    return rule(distances, allowed, float(temperature), transform)
+    return rule(distances, allowed, float(temperature), BankFit(transform, soup_k))

@@ -4,8 +4,9 @@ A mode is a per-module *mixer* that folds in the kept members one at a time (wei
 and then yields the new (A, B); the caller keeps PEFT's scale alpha/r equal to the members' by setting
 lora_alpha for the new rank. Modes:
 
-- `factors` (as published): A = sum c_j A_j, B = sum c_j B_j, so B A = sum_jk c_j c_k B_j A_k - it carries
-  cross terms B_j A_k between different tasks and shrinks each task's own update by c_j^2. Rank r.
+- `factors` (as published, by the meta-generation paper and by LoraHub, Huang et al. 2023, whose composition is
+  exactly this: A = sum w_j A_j, B = sum w_j B_j, with free, signed weights): B A = sum_jk c_j c_k B_j A_k - it
+  carries cross terms B_j A_k between different tasks and shrinks each task's own update by c_j^2. Rank r.
 - `delta` (default): the exact mixture sum_j c_j B_j A_j, written as one LoRA of rank r*k: B side by side,
   A stacked with c_j folded in.
 - `svd`: the best rank-`rank` approximation of the exact mixture, via QR of the stacked factors and an SVD
@@ -171,22 +172,29 @@ DEFAULT_MODE = "delta"
 USE_MODE_DEFAULT = -1  # sentinel for `top_k`: take the mode's default
 
 
-def select_members(coefficients: np.ndarray, top_k: int | None) -> tuple[np.ndarray, np.ndarray]:
+def select_members(coefficients: np.ndarray, top_k: int | None,
+                   renormalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the `top_k` largest positive coefficients (all positive ones if None) and their weights
-    renormalised to sum to 1 - dropping small members must not shrink the update."""
+    renormalised to sum to 1 - dropping small members must not shrink the update.
+
+    `renormalize=False` is for weights that are not a mixture (LoraHub's search: signed, any sum): the `top_k`
+    largest in magnitude among the nonzero ones are kept as they are; all zeros (LoraHub's start, when nothing
+    beat it) keep the first member with weight 0, a zero update: the base model."""
     coefficients = np.asarray(coefficients, dtype=np.float64)
     if coefficients.ndim != 1:
         raise ValueError(f"coefficients must be one row over the bank, got shape {coefficients.shape}")
-    if not np.isfinite(coefficients).all() or (coefficients < 0).any():
-        raise ValueError("coefficients must be finite and non-negative")
+    if not np.isfinite(coefficients).all() or (renormalize and (coefficients < 0).any()):
+        raise ValueError("coefficients must be finite" + (" and non-negative" if renormalize else ""))
     if top_k is not None and top_k < 1:
         raise ConfigError("method.top_k", top_k, "must be >= 1 or null (all members)")
-    positive = np.flatnonzero(coefficients > 0)
-    if positive.size == 0:
+    nonzero = np.flatnonzero(coefficients != 0)
+    if nonzero.size == 0 and renormalize:
         raise ValueError("all coefficients are zero; nothing to combine")
-    order = positive[np.argsort(-coefficients[positive], kind="stable")]
+    if nonzero.size == 0:
+        return np.arange(1), np.zeros(1)
+    order = nonzero[np.argsort(-np.abs(coefficients[nonzero]), kind="stable")]
     kept = order if top_k is None else order[:top_k]
-    return kept, coefficients[kept] / coefficients[kept].sum()
+    return kept, (coefficients[kept] / coefficients[kept].sum() if renormalize else coefficients[kept])
 
 
 def combine_module(
@@ -228,12 +236,13 @@ def predict_adapter(
     top_k: int | None = USE_MODE_DEFAULT,
     rank: int | None = None,
     output_dtype: str | None = None,
+    renormalize: bool = True,
 ) -> Prediction:
     """Combine bank members (aligned with `coefficients`) into a PEFT adapter at `out_dir`.
 
     `top_k` keeps the largest coefficients (mode default: all for `factors`, 8 otherwise) and renormalises
     them; `rank` is the svd output rank (default: the members' r); `output_dtype` defaults to the members'
-    storage dtype. Members are streamed one at a time from their memory-mapped files (each file read once,
+    storage dtype; `renormalize=False` writes signed weights as given (`select_members`). Members are streamed one at a time from their memory-mapped files (each file read once,
     front to back) in float32 and folded into the output: RAM holds one member's module plus the output
     (`svd` keeps the rank r*k concatenation until its final per-module truncation).
     """
@@ -241,7 +250,7 @@ def predict_adapter(
     if len(member_dirs) != len(coefficients):
         raise ValueError(f"{len(member_dirs)} member dirs but {len(coefficients)} coefficients")
     kept, weights = select_members(
-        coefficients, combiner.default_top_k if top_k == USE_MODE_DEFAULT else top_k
+        coefficients, combiner.default_top_k if top_k == USE_MODE_DEFAULT else top_k, renormalize
     )
     config = read_adapter_config(member_dirs[kept[0]])
     new_rank = combiner.output_rank(int(config["r"]), len(kept), rank)

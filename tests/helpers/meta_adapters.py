@@ -47,3 +47,24 @@ def write_member(directory: Path, tensors: dict[str, torch.Tensor], config: dict
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "adapter_model.safetensors"))
     (directory / "adapter_config.json").write_text(json.dumps(config))
     return directory
+
+
+def tiny_llama(vocab: int):
+    """A seeded 2-layer Llama (hidden 16) to hook a bank onto."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+def fewshot_features(tokenizer) -> list:
+    """Three labelled arithmetic examples as training features (prompt tokens unlabelled)."""
+    from lora_lab.training.tokenize import Features
+
+    features = []
+    for prompt, answer in (("1+1=", "2"), ("2+2=", "4"), ("3+1=", "4")):
+        p, a = tokenizer(prompt)["input_ids"], tokenizer(answer)["input_ids"]
+        features.append(Features(p + a, [-100] * len(p) + a))
+    return features

@@ -87,7 +87,7 @@ def test_lower_temperature_is_sharper():
 
 def test_bad_inputs_are_named():
     distances = bank_distances()
-    with pytest.raises(ConfigError, match="choices: base, mlp, nearest, normalized, uniform"):
+    with pytest.raises(ConfigError, match="choices: base, mlp, nearest, normalized, soup, uniform"):
         compute_coefficients("softmax", distances)
     with pytest.raises(ConfigError, match="needs a trained transform"):
         compute_coefficients("mlp", distances)

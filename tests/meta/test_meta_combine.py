@@ -188,3 +188,40 @@ def test_svd_handles_rank_deficient_stacks():
     torch.testing.assert_close(b_new @ a_new, b @ a, rtol=1e-5, atol=1e-5)
     zero_a, zero_b = combine_module("svd", [1.0], [a], [torch.zeros(12, 3)], rank=3)  # untrained B = 0
     assert torch.count_nonzero(zero_b @ zero_a) == 0
+
+
+def test_factors_is_lorahubs_merge_form_with_signed_free_weights(make_bank, tmp_path):
+    """LoraHub composes A = sum w_i A_i and B = sum w_i B_i (weights signed, not normalised): `factors` is that,
+    so the update is (sum w_i B_i)(sum w_i A_i), not sum w_i B_i A_i."""
+    root, tensors = make_bank(3)
+    bank = load_bank(root)
+    weights = np.array([0.7, -0.4, 1.2])
+    module = next(iter(MODULES))
+    a_new, b_new = combine_module("factors", weights, [t[f"{module}.lora_A.weight"] for t in tensors],
+                                  [t[f"{module}.lora_B.weight"] for t in tensors])
+    b_sum = sum(w * t[f"{module}.lora_B.weight"].double() for w, t in zip(weights, tensors, strict=True))
+    a_sum = sum(w * t[f"{module}.lora_A.weight"].double() for w, t in zip(weights, tensors, strict=True))
+    torch.testing.assert_close(b_new.double() @ a_new.double(), b_sum @ a_sum, rtol=1e-6, atol=1e-6)
+    exact = sum(w * t[f"{module}.lora_B.weight"].double() @ t[f"{module}.lora_A.weight"].double()
+                for w, t in zip(weights, tensors, strict=True))
+    assert not torch.allclose(b_sum @ a_sum, exact, atol=1e-2)  # the cross terms: a different update
+
+    prediction = predict_adapter(bank.adapter_dirs, weights, tmp_path / "out", mode="factors", renormalize=False)
+    assert prediction.member_indices == [2, 0, 1] and prediction.weights == [1.2, 0.7, -0.4]  # by magnitude, as is
+    scale = lora_scale(json.loads((bank.adapter_dirs[0] / "adapter_config.json").read_text()))
+    written = delta_weights(tmp_path / "out")
+    for m in MODULES:
+        b_m = sum(w * t[f"{m}.lora_B.weight"].double() for w, t in zip(weights, tensors, strict=True))
+        a_m = sum(w * t[f"{m}.lora_A.weight"].double() for w, t in zip(weights, tensors, strict=True))
+        torch.testing.assert_close(written[m], scale * b_m @ a_m, rtol=1e-5, atol=1e-5)
+
+
+def test_signed_weights_need_renormalize_false_and_all_zero_is_the_base_model(make_bank, tmp_path):
+    root, _ = make_bank(3)
+    bank = load_bank(root)
+    with pytest.raises(ValueError, match="non-negative"):
+        select_members(np.array([0.5, -0.5, 1.0]), None)
+    kept, weights = select_members(np.array([0.5, -0.9, 0.0]), 1, renormalize=False)
+    assert kept.tolist() == [1] and weights.tolist() == [-0.9]
+    predict_adapter(bank.adapter_dirs, np.zeros(3), tmp_path / "zero", mode="factors", renormalize=False)
+    assert all(update.abs().max() == 0 for update in delta_weights(tmp_path / "zero").values())

@@ -75,6 +75,29 @@ def test_meta_job_leaves_the_target_out_and_writes_a_loadable_adapter(bank: Path
     assert np.isfinite(out.numpy()).all()
 
 
+@pytest.mark.parametrize("version,combine", [("soup", "delta"), ("lorahub", "factors"), ("best_single", "delta")])
+def test_the_fields_baselines_write_a_loadable_adapter(bank: Path, tmp_path: Path, version: str, combine: str) -> None:
+    """AdapterSoup (k chosen on the bank), LoraHub's search and its best-single control as `method.version`."""
+    lora_lab(["model=tiny", "method=meta", f"method.bank_dir={bank}", "method.target=arith_0",
+              f"method.version={version}", f"method.combine={combine}", "metric=js", "task.eval_limit=2",
+              "eval.before=false", "print_summary=false", "method.fewshot_count=2", "method.fewshot_budget=8"],
+             tmp_path)
+    run = next((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics.get("error")
+    chosen = [metrics[f"top{i}_member"] for i in (1, 2, 3) if metrics[f"top{i}_coefficient"] != 0]
+    assert "arith_0" not in chosen  # leave-one-out, for every version
+    if version == "soup":
+        assert metrics["soup_k"] in (1, 2) and len(chosen) == metrics["soup_k"]  # k of the 3 others, k < 3
+        assert all(metrics[f"top{i}_coefficient"] == pytest.approx(1 / metrics["soup_k"]) for i in range(1, 1 +
+                   metrics["soup_k"]))
+    else:
+        assert metrics["fewshot_examples"] == 2 and metrics["fewshot_best_loss"] <= metrics["fewshot_start_loss"]
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(str(run / "adapter")).r >= 1
+
+
 def test_embedding_representation_generates_end_to_end(bank: Path, tmp_path: Path) -> None:
     """Mean MiniLM sentence embeddings with a vector distance (metric=cosine) instead of token histograms."""
     lora_lab(["model=tiny", "method=meta", f"method.bank_dir={bank}", "method.target=arith_0",
@@ -112,6 +135,45 @@ def test_study_scores_every_setting_and_baseline_per_target_and_protocol(bank: P
     assert nearest == {"arith_0": "arith_1", "arith_3": "arith_2"}  # operands 5~9 and 90~60
     assert json.loads(out.read_text())["summary"] == result["summary"]
     assert "| oracle |" in markdown_table(result, ("accuracy",))
+
+
+def test_study_scores_soup_lorahub_best_single_and_arrow(bank: Path, tmp_path: Path) -> None:
+    from lora_lab.meta.study import run_study
+
+    chosen = ["soup/js", "fewshot/search", "fewshot/lorahub", "fewshot/best_single", "arrow"]
+    result = run_study(bank, ["arith_0"], ["model=tiny", "eval.max_new_tokens=4", "method.fewshot_budget=8"],
+                       eval_limit=2, only=chosen, fewshot=2, arrow=True)
+    rows = {(r["protocol"], r["setting"]): r for r in result["rows"]}
+    assert {setting for _, setting in rows} == {*chosen, "base", "oracle"}
+    assert len(result["rows"]) == 2 * (len(chosen) + 2)  # protocols x (settings + base + oracle)
+    assert rows["loo", "arrow"]["top_member"] is None  # routed per token: no single member
+    assert all(rows["loo", s]["top_member"] != "arith_0" for s in chosen[:-1])
+    assert "accuracy" in rows["lso", "fewshot/lorahub"]
+
+
+def test_bank_study_script_scores_every_baseline_in_its_form(bank: Path, tmp_path: Path) -> None:
+    """benchmarks/meta_study_bank64.py end to end on the tiny bank: soup, LoraHub's searches, best single and Arrow
+    beside the published settings, in the same per-target and summary shape."""
+    out = tmp_path / "study.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "benchmarks/meta_study_bank64.py", str(bank), "--targets", "arith_0",
+                             "--sizes", "4", "--fewshot", "2", "--eval-limit", "2", "--out", str(out), "--",
+                             "model=tiny", "eval.max_new_tokens=4", "method.fewshot_budget=8", "method.mlp.steps=5"],
+                            cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = json.loads(out.read_text())
+    rows = study["per_target"]["arith_0"]
+    for name in ("soup/js", "arrow", "fewshot/search", "fewshot/search_factors", "fewshot/lorahub",
+                 "fewshot/lorahub_prior", "fewshot/best_single", "mlp/wd", "uniform"):
+        assert "accuracy" in rows[f"4|loo|{name}"], name  # the task's score (SNI: rougeL and exact_match)
+    assert "4|lso|arrow" in rows  # a bank of 4 is too small for nested sizes (mlp fits on >= 3 members)
+    assert set(study) >= {"settings", "scale", "comparison", "per_target", "fewshot_losses", "soup_k"}
+    assert study["settings"]["soup/js"]["loo"]["accuracy"] == pytest.approx(rows["4|loo|soup/js"]["accuracy"])
+    assert 1 <= study["soup_k"]["arith_0"]["4|loo"]["js"] <= 2  # chosen among the 3 members it may use
+    assert {r["setting"] for r in study["fewshot_losses"]} == {"fewshot/search", "fewshot/search_factors",
+                                                               "fewshot/lorahub", "fewshot/lorahub_prior",
+                                                               "fewshot/best_single"}
 
 
 def test_meta_grid_experiment_runs_all_12_settings_in_one_multirun(bank: Path, tmp_path: Path) -> None:

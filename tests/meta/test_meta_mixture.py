@@ -5,41 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from peft import PeftModel
 
 from lora_lab.evaluation.generation import generate_batched
 from lora_lab.meta.combine import predict_adapter
 from lora_lab.meta.fewshot import answer_losses, search_coefficients
 from lora_lab.meta.mixture import BankMixture
-from lora_lab.models.tiny import build_char_tokenizer
-from lora_lab.training.tokenize import Features
+from tests.helpers.meta_adapters import fewshot_features
 
 ROWS = np.array([[0.5, 0.5, 0.0], [0.0, 0.2, 0.8], [1 / 3, 1 / 3, 1 / 3], [0.0, 0.0, 0.0]])
 
 
-def tiny_model(vocab: int) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
-    return LlamaForCausalLM(config).eval()
-
-
 @pytest.fixture
-def bank(tmp_path):
-    """(model, tokenizer, [member dirs]): three LoRAs with random A and B on q/v of one tiny Llama."""
-    tokenizer = build_char_tokenizer()
-    dirs = []
-    for seed in range(3):
-        torch.manual_seed(100 + seed)
-        peft_model = get_peft_model(tiny_model(len(tokenizer)), LoraConfig(
-            r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(param, std=0.5)
-        peft_model.save_pretrained(tmp_path / f"m{seed}")
-        dirs.append(tmp_path / f"m{seed}")
-    return tiny_model(len(tokenizer)), tokenizer, dirs
+def bank(llama_bank):
+    return llama_bank
 
 
 def combined(model, dirs, row, out):
@@ -90,14 +69,6 @@ def test_row_shape_and_member_rank_are_checked(bank, tmp_path):
     with pytest.raises(ValueError, match=r"\(rows, 3\)"):
         mixture.set_rows(np.ones((2, 2)))
     mixture.close()
-
-
-def fewshot_features(tokenizer) -> list[Features]:
-    features = []
-    for prompt, answer in (("1+1=", "2"), ("2+2=", "4"), ("3+1=", "4")):
-        p, a = tokenizer(prompt)["input_ids"], tokenizer(answer)["input_ids"]
-        features.append(Features(p + a, [-100] * len(p) + a))
-    return features
 
 
 @torch.no_grad()
