@@ -55,21 +55,21 @@ def storage_error(err: OSError, path: str | os.PathLike | None = None, doing: st
     return StorageError(f"{where}: {doing} ({reason})" if doing else f"{where}: {reason}")
 
 
-# Every temp name carries its writer (pid@host): a temp left by a writer that was killed (SIGKILL, power loss) is
-# removed by the next write of the same target on this host, so reruns leave no debris; a live writer's is kept.
+# Every temp name carries its writer (pid@host). A temp left by a writer that was killed (SIGKILL, power loss)
+# is removed by the next atomic write into the same folder on this host, so reruns leave no debris; a live
+# writer's temp, or another host's, is kept.
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+_TEMP_NAME = re.compile(r"^\..+(?:\.(\d+)@([A-Za-z0-9-]+)\..*\.tmp|-tmp-(\d+)@([A-Za-z0-9-]+)-)")
 
 
 def _owner() -> str:
     """This writer's tag, read at each write (a forked child is another writer than its parent)."""
     return f"{os.getpid()}@{_HOST}"
 
-_OWNER_IN_NAME = re.compile(r"[.-](\d+)@([A-Za-z0-9-]+)[.-]")
-
 
 def _writer_is_gone(pid: int, host: str) -> bool:
-    if host != _HOST:
-        return False  # another machine's writer: cannot tell, keep it
+    if host != _HOST or pid == os.getpid():
+        return False  # another machine's writer cannot be checked; our own temps are ours to finish
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -79,21 +79,20 @@ def _writer_is_gone(pid: int, host: str) -> bool:
     return False
 
 
-def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
-    """Remove the temps of `target` (`.<name>.<owner>.*.tmp*`, `.<name>-tmp-<owner>-*`) whose writer has died."""
-    target = Path(target)
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temps in `folder` (`.<name>.<pid@host>.*.tmp*` files, `.<name>-tmp-<pid@host>-*` folders)
+    whose writer has died."""
     removed = []
     try:
-        entries = list(target.parent.iterdir())
+        entries = list(Path(folder).iterdir())
     except OSError:
         return removed
     for entry in entries:
-        name = entry.name
-        if not (name.startswith(f".{target.name}.") or name.startswith(f".{target.name}-tmp-")):
+        found = _TEMP_NAME.match(entry.name)
+        if found is None:
             continue
-        found = _OWNER_IN_NAME.search(name[len(target.name) + 1:])
-        if found is None or _owner() == f"{found.group(1)}@{found.group(2)}" \
-                or not _writer_is_gone(int(found.group(1)), found.group(2)):
+        pid, host = (found.group(1), found.group(2)) if found.group(1) else (found.group(3), found.group(4))
+        if not _writer_is_gone(int(pid), host):
             continue
         with _suppress():
             if entry.is_dir() and not entry.is_symlink():
@@ -134,7 +133,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     with writing(path, staged):
         path.parent.mkdir(parents=True, exist_ok=True)
         # the temp name keeps the final suffix: writers such as savefig pick the format from it
-        remove_stale_temps(path)
+        remove_stale_temps(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=f".tmp{path.suffix}", dir=path.parent)
         os.close(fd)
         staged["tmp"] = Path(tmp)
@@ -187,7 +186,7 @@ def atomic_directory(target: str | os.PathLike, *, replace: bool = True) -> Iter
     staged: dict[str, Path] = {}
     with writing(target, staged):
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(target)
+        remove_stale_temps(target.parent)
         tmp = staged["tmp"] = Path(tempfile.mkdtemp(prefix=f".{target.name}-tmp-{_owner()}-", dir=target.parent))
         try:
             yield tmp

@@ -109,8 +109,9 @@ def test_replace_false_keeps_a_target_another_process_finished_first(tmp_path: P
 
 
 def test_a_killed_writers_temps_are_removed_by_the_next_write_and_live_ones_kept(tmp_path):
-    """A SIGKILL between creating a temp and renaming it leaves the temp; the next write of the same target on
-    this host removes it (its writer's pid is gone), and keeps a temp of a live writer or of another host."""
+    """A SIGKILL between creating a temp and renaming it leaves the temp; the next atomic write into the same folder
+    on this host removes it, whatever its target (its writer's pid is gone), and keeps a temp of a live writer or
+    of another host."""
     import subprocess
     import sys
 
@@ -123,13 +124,14 @@ def test_a_killed_writers_temps_are_removed_by_the_next_write_and_live_ones_kept
     stale_dir = tmp_path / f".adapter-tmp-{dead.pid}@{host}-xy"
     live = tmp_path / f".metrics.json.{os.getppid()}@{host}.cd34.tmp.json"
     elsewhere = tmp_path / f".metrics.json.{dead.pid}@other-host.ef56.tmp.json"
-    for path in (stale_file, live, elsewhere):
+    other_target = tmp_path / f".attempt-7.json.{dead.pid}@{host}.gh78.tmp.json"  # a target never written again
+    for path in (stale_file, live, elsewhere, other_target):
         path.write_text("{")
     stale_dir.mkdir()
     (stale_dir / "adapter_model.safetensors").write_bytes(b"\x00")
     io.atomic_write_text(tmp_path / "metrics.json", "{}")
     with io.atomic_directory(tmp_path / "adapter") as staging:
         (staging / "a.txt").write_text("a")
-    assert not stale_file.exists() and not stale_dir.exists()
+    assert not stale_file.exists() and not stale_dir.exists() and not other_target.exists()
     assert live.exists() and elsewhere.exists()
     assert (tmp_path / "metrics.json").read_text() == "{}" and (tmp_path / "adapter" / "a.txt").is_file()
