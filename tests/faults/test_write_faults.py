@@ -149,29 +149,32 @@ ALL_KINDS = os.environ.get("LORA_LAB_FAULTS_ALL_KINDS") == "1"
 KINDS = ("finetune", "evaluate", "meta", "sweep", "report", "from_runs", "merge")
 
 
+def count_write_points(kind: str, inputs: dict[str, Path], env: dict[str, str], case: Path) -> int:
+    """The job once without a fault: it must finish ok; how many write points it reaches."""
+    counted = run_forked(job_kinds(inputs)[kind](case), FaultPlan(), env=env)
+    assert counted.ok and counted.points > 0, counted.describe()
+    return counted.points
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_write_point_fails_in_turn_and_the_contract_holds(kind: str, inputs, tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    make = job_kinds(inputs)[kind]
-    counted = run_forked(make(tmp_path / "count"), FaultPlan(), env=env)
-    assert counted.ok, counted.describe()
-    assert counted.points > 0
+    points = count_write_points(kind, inputs, env, tmp_path / "count")
     kinds = (lambda at: WRITE_FAULTS) if ALL_KINDS else (lambda at: [WRITE_FAULTS[at % len(WRITE_FAULTS)]])
     cases = [(tmp_path / f"fault-{at}-{fault}", FaultPlan(at=at, kind=fault))
-             for at in range(1, counted.points + 1) for fault in kinds(at)]
+             for at in range(1, points + 1) for fault in kinds(at)]
     violations = check_cases(kind, inputs, cases, env)
-    print(f"{kind}: {counted.points} write points x 1 fault each ({', '.join(WRITE_FAULTS)} in turn)")
-    assert not violations, f"{len(violations)} of {counted.points} faults broke the contract:\n" + \
+    print(f"{kind}: {points} write points, {len(cases)} faults "
+          f"({'every kind at every point' if ALL_KINDS else ', '.join(WRITE_FAULTS) + ' in turn'})")
+    assert not violations, f"{len(violations)} of {len(cases)} faults broke the contract:\n" + \
         "\n".join(violations[:12])
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_job_killed_at_several_points_reruns_to_ok(kind: str, inputs, tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    make = job_kinds(inputs)[kind]
-    counted = run_forked(make(tmp_path / "count"), FaultPlan(), env=env)
-    assert counted.ok, counted.describe()
-    points = sorted({max(1, counted.points // 3), max(1, 2 * counted.points // 3), counted.points})
+    total = count_write_points(kind, inputs, env, tmp_path / "count")
+    points = sorted({max(1, total // 3), max(1, 2 * total // 3), total})
     cases = [(tmp_path / f"kill-{at}", FaultPlan(at=at, kind=KILL_FAULTS[index % len(KILL_FAULTS)]))
              for index, at in enumerate(points)]
     violations = check_cases(kind, inputs, cases, env)
