@@ -66,12 +66,20 @@ def merge(*args: str) -> Callable[[], Any]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> dict[str, Path]:
-    """What the jobs read, made once without faults: an adapter, a finished sweep (with a report), a bank."""
-    from lora_lab.jobs import _register_recipes
+def pool():
+    """The processes every case is forked from: started clean by multiprocessing's fork server, never from the
+    test process itself, which earlier tests may have left with running threads (torch's pools, tokenizers) that
+    a forked child would inherit half-locked and hang on."""
+    import multiprocessing
 
-    _register_recipes()  # the recipes' imports (peft, transformers) once here, not in every forked job
-    root = tmp_path_factory.mktemp("fault-inputs")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.helpers.fault_preload"])
+    with context.Pool(WORKERS) as workers:
+        yield workers
+
+
+def make_inputs(root: Path) -> dict[str, Path]:
+    """What the jobs read, made once without faults: an adapter, a finished sweep (with a report), a bank."""
     env = cli_env(root)
     made = run_forked(lora_lab(*TINY, f"hydra.run.dir={root / 'run'}"), env=env)
     assert made.ok, made.describe()
@@ -84,6 +92,11 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     made = run_forked(from_runs(str(sweep), str(root / "bank")), env=env)
     assert made.ok, made.describe()
     return {"root": root, "adapter": root / "run" / "adapter", "sweep": sweep, "bank": root / "bank"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, pool) -> dict[str, Path]:
+    return pool.apply(make_inputs, (tmp_path_factory.mktemp("fault-inputs"),))
 
 
 def job_kinds(inputs: dict[str, Path]) -> dict[str, Callable[[Path], Callable[[], Any]]]:
@@ -133,13 +146,10 @@ def check_case(kind: str, inputs: dict[str, Path], case: Path, plan: FaultPlan, 
     return found
 
 
-def check_cases(kind: str, inputs: dict[str, Path], cases: list[tuple[Path, FaultPlan]],
+def check_cases(pool, kind: str, inputs: dict[str, Path], cases: list[tuple[Path, FaultPlan]],
                 env: dict[str, str]) -> list[str]:
     """`check_case` for every case, two at a time (each job runs one thread; the machine has two cores)."""
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
-        found = pool.starmap(check_case, [(kind, inputs, case, plan, env) for case, plan in cases], chunksize=1)
+    found = pool.starmap(check_case, [(kind, inputs, case, plan, env) for case, plan in cases], chunksize=1)
     return [violation for violations in found for violation in violations]
 
 
@@ -156,14 +166,18 @@ def count_write_points(kind: str, inputs: dict[str, Path], env: dict[str, str], 
     return counted.points
 
 
+def write_points(pool, kind: str, inputs: dict[str, Path], env: dict[str, str], case: Path) -> int:
+    return pool.apply(count_write_points, (kind, inputs, env, case))
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_write_point_fails_in_turn_and_the_contract_holds(kind: str, inputs, tmp_path: Path) -> None:
+def test_every_write_point_fails_in_turn_and_the_contract_holds(kind: str, inputs, pool, tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    points = count_write_points(kind, inputs, env, tmp_path / "count")
+    points = write_points(pool, kind, inputs, env, tmp_path / "count")
     kinds = (lambda at: WRITE_FAULTS) if ALL_KINDS else (lambda at: [WRITE_FAULTS[at % len(WRITE_FAULTS)]])
     cases = [(tmp_path / f"fault-{at}-{fault}", FaultPlan(at=at, kind=fault))
              for at in range(1, points + 1) for fault in kinds(at)]
-    violations = check_cases(kind, inputs, cases, env)
+    violations = check_cases(pool, kind, inputs, cases, env)
     print(f"{kind}: {points} write points, {len(cases)} faults "
           f"({'every kind at every point' if ALL_KINDS else ', '.join(WRITE_FAULTS) + ' in turn'})")
     assert not violations, f"{len(violations)} of {len(cases)} faults broke the contract:\n" + \
@@ -171,11 +185,11 @@ def test_every_write_point_fails_in_turn_and_the_contract_holds(kind: str, input
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_job_killed_at_several_points_reruns_to_ok(kind: str, inputs, tmp_path: Path) -> None:
+def test_a_job_killed_at_several_points_reruns_to_ok(kind: str, inputs, pool, tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    total = count_write_points(kind, inputs, env, tmp_path / "count")
+    total = write_points(pool, kind, inputs, env, tmp_path / "count")
     points = sorted({max(1, total // 3), max(1, 2 * total // 3), total})
     cases = [(tmp_path / f"kill-{at}", FaultPlan(at=at, kind=KILL_FAULTS[index % len(KILL_FAULTS)]))
              for index, at in enumerate(points)]
-    violations = check_cases(kind, inputs, cases, env)
+    violations = check_cases(pool, kind, inputs, cases, env)
     assert not violations, "\n".join(violations[:12])

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,7 +79,18 @@ def run_forked(entry: Callable[[], Any], plan: FaultPlan | None = None, env: dic
             finally:
                 os._exit(code)
     os.close(report_write)
-    _, status = os.waitpid(pid, 0)
+    status, deadline = None, time.monotonic() + timeout
+    while status is None:  # a job that hangs is killed and reported, never waited on forever
+        done, status_now = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = status_now
+        elif time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            log.seek(0, os.SEEK_END)
+            log.write(f"\nfault harness: killed after {timeout:.0f} s: the job hung\n".encode())
+        else:
+            time.sleep(0.02)
     with os.fdopen(report_read, "rb") as handle:
         raw = handle.read()
     report = json.loads(raw) if raw else {"points": plan.count, "fired": None}
