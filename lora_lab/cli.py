@@ -19,7 +19,6 @@ from omegaconf import DictConfig
 from lora_lab.config.compose import CONF_DIR
 from lora_lab.config.errors import (
     ConfigError,
-    DataError,
     Interrupted,
     RunStopped,
     as_input_error,
@@ -57,28 +56,23 @@ def hydra_app(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        try:
-            metrics = run_job(cfg, run_dir, UserKeys.from_hydra(hydra_cfg))  # keys the recipe must read
-        except Exception as caught:  # a failed write anywhere (claiming the run dir, its records) is the
-            mapped = as_input_error(caught)  # user's disk, not a bug: one line below, like bad input
-            if mapped is None:
-                raise
-            raise mapped from caught
-    except (ConfigError, DataError) as err:
-        report_input_error("lora-lab", err)
-        if multirun:
-            return None  # the failed job left its metrics.json; the sweep goes on
-        sys.exit(2)
+        metrics = run_job(cfg, run_dir, UserKeys.from_hydra(hydra_cfg))  # keys the recipe must read
     except RunStopped as stop:  # diverged or interrupted: recorded in metrics.json; one line, its exit code
         print(f"lora-lab: {stop.status}: {describe_stop(stop, run_dir)}", file=sys.stderr, flush=True)
         if multirun and not (isinstance(stop, Interrupted) and launch_runs_here()):
             return None  # one diverged or interrupted job of the sweep; its attempt record says which
         sys.exit(stop.exit_code)  # a run, or an interrupt of the sweep's own process (basic launcher): stop
-    except Exception:
+    except Exception as caught:
+        err = as_input_error(caught)  # bad config or data, or a failed write anywhere (claiming the run dir too)
+        if err is None:  # a bug: its traceback is the report
+            if multirun:
+                log.exception("job failed; see %s/metrics.json", run_dir)
+                return None
+            raise
+        report_input_error("lora-lab", err)
         if multirun:
-            log.exception("job failed; see %s/metrics.json", run_dir)
-            return None
-        raise
+            return None  # the failed job left its metrics.json; the sweep goes on
+        sys.exit(2)
     if cfg.get("print_summary", True):
         print(f"\nlora-lab run: {run_dir}\n{summary_table(metrics)}", flush=True)
     score = metrics.get("score")

@@ -99,14 +99,20 @@ def as_storage_error(err: BaseException, path: str | PathLike | None = None,
     found = write_failure(err)
     if found is None:
         return None
-    where = found.path or (str(path) if path is not None else None)
-    if where is not None and staged is not None and where.startswith(str(staged[0])):
-        where = str(staged[1]) + where[len(str(staged[0])):]
+    where = written_path(found.path, path, staged)
     if where is not None and path is not None and Path(where).name.startswith(".tmp"):
         where = str(path)  # a writer's own temp file (safetensors writes `.tmpXXXX`, then renames)
     return StorageError(f"{where}: {found.reason}" if where else f"cannot write: {found.reason}")
 
 
+def written_path(named: str | None, path: str | PathLike | None,
+                 staged: tuple[Path, Path] | None = None) -> str | None:
+    """The path a failed write is reported under: the file the error names, else the output being written; a
+    file inside a temp stand-in (`staged` = (temp path, final path)) is named by where it was going."""
+    where = named if named is not None else (None if path is None else str(path))
+    if where is not None and staged is not None and where.startswith(str(staged[0])):
+        where = str(staged[1]) + where[len(str(staged[0])):]
+    return where
 
 
 @contextmanager

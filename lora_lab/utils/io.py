@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lora_lab.config.errors import StorageError, as_storage_error
+from lora_lab.config.errors import StorageError, as_storage_error, written_path
 
 _UMASK_LOCK = threading.Lock()
 
@@ -48,9 +48,7 @@ def storage_error(err: OSError, path: str | os.PathLike | None = None, doing: st
                   staged: tuple[Path, Path] | None = None) -> StorageError:
     """One line: the path (the failing file when the OS names it, else the output being written) and why.
     `staged` = (temp path, final path): a file inside a temp stand-in is named by where it was going."""
-    where = str(err.filename) if err.filename is not None else str(path)
-    if staged is not None and where.startswith(str(staged[0])):
-        where = str(staged[1]) + where[len(str(staged[0])):]
+    where = written_path(None if err.filename is None else str(err.filename), path, staged) or str(path)
     reason = err.strerror or str(err) or type(err).__name__
     return StorageError(f"{where}: {doing} ({reason})" if doing else f"{where}: {reason}")
 
@@ -111,14 +109,15 @@ def writing(path: str | os.PathLike, staged: dict[str, Path] | None = None) -> I
         yield
     except StorageError:
         raise
-    except OSError as err:
+    except Exception as err:
         tmp = (staged or {}).get("tmp")
-        mapped = as_storage_error(err, path, staged=(tmp, Path(path)) if tmp else None) if err.errno is None \
-            else None  # an OSError without errno carries its reasons inside (shutil.Error of a copytree)
-        raise mapped or storage_error(err, path, staged=(tmp, Path(path)) if tmp else None) from err
-    except Exception as err:  # a library's own shape of a failed write (safetensors, torch, SQLite)
-        tmp = (staged or {}).get("tmp")
-        mapped = as_storage_error(err, path, staged=(tmp, Path(path)) if tmp else None)
+        pair = (tmp, Path(path)) if tmp else None
+        # an OS error with an errno is about this write, whatever the errno; any other shape (safetensors,
+        # torch, SQLite, a copytree's list of reasons in an OSError without errno) when a recogniser knows it
+        plain = isinstance(err, OSError) and err.errno is not None
+        mapped = None if plain else as_storage_error(err, path, staged=pair)
+        if mapped is None and isinstance(err, OSError):
+            mapped = storage_error(err, path, staged=pair)
         if mapped is None:
             raise
         raise mapped from err
