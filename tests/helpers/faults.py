@@ -25,10 +25,6 @@ WRITE_FAULTS = ("ENOSPC", "EIO", "EACCES")
 KILL_FAULTS = ("SIGKILL", "SIGTERM")
 
 
-class InjectedFault(Exception):
-    """Never raised to the job: marks the plan's own bookkeeping errors."""
-
-
 @dataclass
 class FaultPlan:
     at: int | None = None      # the write point that fails (1-based); None: count only
@@ -64,11 +60,10 @@ class _HalfWritten:
         self._handle, self._plan, self._failed = handle, plan, False
 
     def write(self, data: Any) -> int:
-        if not self._failed:
+        if not self._failed:  # the first write lands half, as on a disk that fills mid-write
             self._failed = True
             self._handle.write(data[: len(data) // 2])
             self._handle.flush()
-            raise self._plan.os_error()
         raise self._plan.os_error()
 
     def close(self) -> None:
