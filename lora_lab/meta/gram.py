@@ -75,23 +75,29 @@ def bank_gram_matrix(
             view = memoryview(raw)
             for row, (handle, offset) in enumerate(zip(handles, offsets, strict=True)):
                 read_bytes_into(handle, offset, start, view[row * width : (row + 1) * width])
-            slab = tensor_from_bytes(raw, dtype).view(n, -1).to(torch.float32)  # one large conversion
-            bad = ~torch.isfinite(slab)
-            if bad.any():  # name the member file and the tensor, as every reader of member weights does
-                row, column = (int(i) for i in bad.nonzero()[0])
-                at = start + column * dtype_size(dtype)
+            return tensor_from_bytes(raw, dtype).view(n, -1).to(torch.float32), start, dtype  # one conversion
+
+        def refuse_non_finite(slab: torch.Tensor, start: int, dtype: str, product: torch.Tensor) -> None:
+            """A NaN or inf anywhere in a member's stretch makes its squared norm, the product's diagonal,
+            non-finite: checked there (n numbers, free), the stretch is searched only to name the tensor, as
+            every reader of member weights does."""
+            for row in torch.nonzero(~torch.isfinite(product.diagonal())).flatten().tolist():
+                bad = ~torch.isfinite(slab[row])
+                if not bad.any():
+                    continue  # finite values whose squares overflow float32: not a damaged file
+                at = start + int(bad.nonzero()[0]) * dtype_size(dtype)
                 key = next(span.key for span in spans if span.start <= at < span.end)
-                raise DataError(f"{paths[row]}: tensor {key!r}: {int(bad[row].sum())} values in this stretch "
-                                "are NaN or infinite (a damaged file, or the save of a diverged run); refusing "
-                                "to use it")
-            return slab
+                raise DataError(f"{paths[row]}: tensor {key!r}: {int(bad.sum())} values in this stretch are NaN "
+                                "or infinite (a damaged file, or the save of a diverged run); refusing to use it")
 
         pending = prefetch.submit(read_slab, slabs[0])
         for following in [*slabs[1:], None]:
-            slab = pending.result()
+            slab, start, dtype = pending.result()
             if following is not None:  # read the next slab while this one is multiplied
                 pending = prefetch.submit(read_slab, following)
-            gram += (slab @ slab.T).to(torch.float64)
+            product = slab @ slab.T
+            refuse_non_finite(slab, start, dtype, product)
+            gram += product.to(torch.float64)
     return gram.numpy()
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lora_lab.config.errors import ConfigError, DataError
@@ -88,15 +89,41 @@ def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def check_values(path: Path) -> None:
-    """Every tensor of a safetensors file (whose header `safetensors_shapes` has checked) must be finite."""
-    from safetensors import safe_open
+# A float is NaN or infinite exactly when all its exponent bits are set: (unsigned view, exponent mask).
+_EXPONENT_BITS = {"F64": (np.uint64, 0x7FF0000000000000), "F32": (np.uint32, 0x7F800000),
+                  "F16": (np.uint16, 0x7C00), "BF16": (np.uint16, 0x7F80)}
+_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_VALUES_CHECKED: set[tuple[str, int, int]] = set()  # (path, size, mtime): files whose values were found finite
 
+
+def check_values(path: Path) -> None:
+    """Every float tensor of a safetensors file (whose header `safetensors_shapes` has checked) must be finite.
+
+    One pass over the memory-mapped data, an exponent-bit test per tensor in numpy (a per-tensor torch check
+    costs more than reading a LoRA file), and once per file version in a process: the readers of a bank member
+    (combine, mixture, few-shot search) all open it through here. Only a bad tensor is converted, to count it."""
     from lora_lab.utils.tensor_checks import check_finite
 
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():
-            check_finite(handle.get_tensor(key), f"{path}: tensor {key!r}")
+    path = Path(path)
+    stat = path.stat()
+    version = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if version in _VALUES_CHECKED:
+        return
+    with path.open("rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_len).decode("utf-8"))
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len) if stat.st_size > 8 + header_len \
+        else np.zeros(0, dtype=np.uint8)
+    for key, info in header.items():
+        if key == "__metadata__" or info.get("dtype") not in _EXPONENT_BITS:
+            continue
+        begin, end = info["data_offsets"]
+        unsigned, mask = _EXPONENT_BITS[info["dtype"]]
+        bits = data[begin:end].view(unsigned)
+        if ((bits & unsigned(mask)) == unsigned(mask)).any():
+            values = torch.frombuffer(bytearray(data[begin:end]), dtype=_FLOAT_DTYPES[info["dtype"]])
+            check_finite(values, f"{path}: tensor {key!r}")
+    _VALUES_CHECKED.add(version)
 
 
 @dataclass

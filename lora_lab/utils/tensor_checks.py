@@ -13,7 +13,9 @@ from lora_lab.config.errors import DataError
 def nonfinite_count(tensor: torch.Tensor) -> int:
     if not (tensor.is_floating_point() or tensor.is_complex()):
         return 0
-    return int((~torch.isfinite(tensor)).sum())
+    if bool(torch.isfinite(tensor.sum())):  # a NaN or inf makes the sum non-finite: one reduction decides
+        return 0
+    return int((~torch.isfinite(tensor)).sum())  # a bad value, or finite values whose sum overflowed
 
 
 def check_finite(tensor: torch.Tensor, where: str) -> torch.Tensor:
